@@ -49,7 +49,7 @@ def test_a_c_program_links_libdmsc_without_python(tmp_path: Path) -> None:
     source = tmp_path / "version.c"
     source.write_text(
         '#include <stdio.h>\n#include "dmsc.h"\n'
-        'int main(void) { puts(dmsc_version()); return 0; }\n'
+        "int main(void) { puts(dmsc_version()); return 0; }\n"
     )
     exe = tmp_path / "version"
     flags = f"{dmsc.capi.cflags()} {dmsc.capi.libs()}".split()

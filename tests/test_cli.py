@@ -1,0 +1,75 @@
+"""`dmsc up` starts the controller, serves the dashboard and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+DMSC = [sys.executable, "-m", "dmsc.cli"]
+
+
+@pytest.fixture
+def mesh() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    proc = subprocess.Popen(
+        [*DMSC, "up", "--http", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    port = 0
+    for line in proc.stdout:
+        if "dashboard:" in line:
+            port = int(line.rsplit(":", 1)[1].strip(" /\n"))
+            break
+    assert port, "no dashboard URL printed"
+    yield proc, port
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def test_up_serves_dashboard_and_build_info(mesh: tuple[subprocess.Popen[str], int]) -> None:
+    _, port = mesh
+    status, body = get(port, "/")
+    assert status == 200 and b"dmsc controller" in body
+    status, body = get(port, "/v1/build")
+    assert status == 200
+    assert json.loads(body)["rust"] is True
+    assert get(port, "/healthz") == (200, b"ok\n")
+    assert get(port, "/nope")[0] == 404
+
+
+def test_up_refuses_malformed_requests(mesh: tuple[subprocess.Popen[str], int]) -> None:
+    import socket
+
+    _, port = mesh
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+        reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 400 ")
+        assert sock.recv(4096) == b""  # connection closed
+
+
+def test_ctrl_c_stops_cleanly(mesh: tuple[subprocess.Popen[str], int]) -> None:
+    proc, _ = mesh
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "dmsc stopped." in out
+
+
+def test_bad_address_is_refused_with_a_clear_message() -> None:
+    result = subprocess.run([*DMSC, "up", "--http", "nowhere"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "expected HOST:PORT" in result.stderr
