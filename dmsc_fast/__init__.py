@@ -11,28 +11,74 @@ from pathlib import Path
 from typing import Any
 
 from dmsc_fast import _native, _wire
-
-# --- clock ---
-from dmsc_fast._native import ManualClock
-
-# --- hashing ---
-# --- pickers ---
-# --- metrics ---
-# --- limits ---
-# --- breaker ---
-# --- wire ---
+from dmsc_fast._native import (
+    DEFAULT_BUCKETS,
+    EXPOSITION_CONTENT_TYPE,
+    CircuitBreaker,
+    ConcurrencyLimits,
+    Counter,
+    CounterFamily,
+    Gauge,
+    GaugeFamily,
+    Gcra,
+    Histogram,
+    HistogramFamily,
+    KetamaRing,
+    LeastRequest,
+    Maglev,
+    ManualClock,
+    PeakEwma,
+    RandomPicker,
+    Registry,
+    RingHash,
+    RoundRobin,
+    SlidingLogLimiter,
+    SlidingWindowLimiter,
+    TokenBucket,
+    WeightedRoundRobin,
+    xxhash64,
+)
+from dmsc_fast._wire import (
+    BufferChain,
+    Pipe,
+    SplicePump,
+    splice_pump,
+)
 
 __version__: str = _native.__version__
 
 __all__ = [
+    "DEFAULT_BUCKETS",
+    "EXPOSITION_CONTENT_TYPE",
+    "BufferChain",
+    "CircuitBreaker",
+    "ConcurrencyLimits",
+    "Counter",
+    "CounterFamily",
+    "Gauge",
+    "GaugeFamily",
+    "Gcra",
+    "Histogram",
+    "HistogramFamily",
+    "KetamaRing",
+    "LeastRequest",
+    "Maglev",
     "ManualClock",
-    # --- hashing all ---
-    # --- pickers all ---
-    # --- metrics all ---
-    # --- limits all ---
-    # --- breaker all ---
-    # --- wire all ---
+    "PeakEwma",
+    "Pipe",
+    "RandomPicker",
+    "Registry",
+    "RingHash",
+    "RoundRobin",
+    "SlidingLogLimiter",
+    "SlidingWindowLimiter",
+    "SplicePump",
+    "TokenBucket",
+    "WeightedRoundRobin",
+    "__version__",
     "build_info",
+    "splice_pump",
+    "xxhash64",
 ]
 
 
