@@ -12,8 +12,11 @@ pub mod breaker;
 pub mod clock;
 pub mod error;
 pub mod hash;
+pub mod mesh;
 pub mod metrics;
 pub mod pick;
 pub mod ratelimit;
+pub mod registry;
+pub mod trace;
 
 pub use error::InvalidArgument;
