@@ -22,10 +22,12 @@ up: build
 	$(VENV)/bin/dmsc up
 
 test: build
-	$(MAKE) rust-test py-test
+	$(MAKE) lint rust-test py-test
 
 rust-test: sysdeps
 	$(CARGO) test $(CARGO_FLAGS) --release -p dmsc-core -p dmsc-capi
+	# The C library with only the base feature: compiled-out features must refuse cleanly.
+	$(CARGO) test $(CARGO_FLAGS) --release -p dmsc-capi --no-default-features --features service-mesh
 
 py-test: build
 	$(PY) -m pytest -q tests
@@ -33,6 +35,10 @@ py-test: build
 bench: build
 	$(CARGO) bench $(CARGO_FLAGS) -p dmsc-core -- --quiet
 	$(PY) benches/run.py
+	mkdir -p bench-results
+	gcc -O2 -std=c11 -Wall -Wextra -Werror benches/c/discover_bench.c -o bench-results/discover_bench \
+		$$($(PY) -m dmsc.capi --cflags --libs)
+	bench-results/discover_bench
 
 lint: build
 	$(VENV)/bin/ruff check python dmsc_fast tests benches setup.py

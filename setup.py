@@ -47,7 +47,14 @@ class BuildExt(build_ext):
         for rel, src in CAPI_FILES.items():
             dest = dest_root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
+            # Replace, never overwrite in place: running programs may have the library mapped.
+            staging = dest.with_name(dest.name + ".tmp")
+            shutil.copy2(src, staging)
+            os.replace(staging, dest)
+        pc_template = (CARGO_DIR / "dmsc-capi" / "dmsc.pc.in").read_text()
+        pc_file = dest_root / "lib" / "pkgconfig" / "dmsc.pc"
+        pc_file.parent.mkdir(parents=True, exist_ok=True)
+        pc_file.write_text(pc_template.replace("@VERSION@", self.distribution.get_version()))
         super().run()
 
 
@@ -58,6 +65,8 @@ CYTHON_DIRECTIVES = {
     "initializedcheck": False,
     "cdivision": True,
     "embedsignature": True,
+    # No module-level __test__ dict: the module's API is exactly what _wire.pyi declares.
+    "autotestdict": False,
 }
 
 extensions = cythonize(

@@ -17,6 +17,11 @@ def include_dir() -> Path:
     return _HERE / "include"
 
 
+def pkg_config_dir() -> Path:
+    """Directory holding ``dmsc.pc`` (add it to ``PKG_CONFIG_PATH``)."""
+    return lib_dir() / "pkgconfig"
+
+
 def cflags() -> str:
     """Compiler flags to build against ``dmsc.h``."""
     return f"-I{include_dir()}"
