@@ -1,0 +1,36 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import dmsc.capi
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_python_example_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    assert blocks, "the README has a Python example"
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert namespace["host"] in {"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}
+    assert namespace["info"] == {**namespace["info"], "rust": True, "cython": True}  # type: ignore[dict-item]
+    assert "requests_total" in str(namespace["text"])
+
+
+def test_c_example_compiles_and_runs(tmp_path: Path) -> None:
+    blocks = re.findall(r"```c\n(.*?)```", README.read_text(), re.DOTALL)
+    assert blocks, "the README has a C example"
+    source = tmp_path / "example.c"
+    source.write_text(blocks[0])
+    exe = tmp_path / "example"
+    flags = f"{dmsc.capi.cflags()} {dmsc.capi.libs()}".split()
+    subprocess.run(
+        ["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", str(source), "-o", str(exe), *flags],
+        check=True,
+    )
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
