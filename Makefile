@@ -11,7 +11,7 @@ STAMPS := .stamps
 CARGO := cargo
 CARGO_FLAGS := --locked --manifest-path src_rs/Cargo.toml
 # System packages the build, tests and benchmarks use (Debian names).
-APT_PACKAGES := build-essential pkg-config python3-dev valgrind
+APT_PACKAGES := build-essential pkg-config python3-dev valgrind etcd-server dnsutils
 
 BUILD_INPUTS := setup.py pyproject.toml $(shell find src_rs -path src_rs/target -prune -o \
 	\( -name '*.rs' -o -name 'Cargo.*' -o -name '*.h' \) -print) $(wildcard pyx/*.pyx pyx/*.pxd)
