@@ -15,6 +15,13 @@ cdef inline bint _splice_refused(int err) noexcept nogil:
     return err == sys_.EINVAL or err == sys_.ENOSYS or err == sys_.EOPNOTSUPP
 
 
+cdef inline Py_ssize_t _clamp(Py_ssize_t want, Py_ssize_t limit, Py_ssize_t delivered) noexcept:
+    """``want``, cut to what ``limit`` (-1: no limit) leaves after ``delivered``."""
+    if limit >= 0 and want > limit - delivered:
+        return limit - delivered
+    return want
+
+
 cdef int _wait_ready(int fd, short events) except -1:
     """Blocks (GIL released) until ``fd`` is ready for ``events``."""
     cdef sys_.pollfd p
@@ -33,6 +40,24 @@ cdef int _wait_ready(int fd, short events) except -1:
         if err != sys_.EINTR:
             _raise_errno(err)
         PyErr_CheckSignals()
+
+
+cdef int _stop_after(int err, int fd, short events, bint wait) except -1:
+    """Handles a system call on ``fd`` that failed with ``err``.
+
+    Returns 1 when the caller should return (``fd`` would block and ``wait``
+    is false), 0 when it should try again: after running signal handlers
+    (EINTR) or after waiting for ``events``. Raises OSError for other errors.
+    """
+    if err == sys_.EINTR:
+        PyErr_CheckSignals()
+    elif _would_block(err):
+        if not wait:
+            return 1
+        _wait_ready(fd, events)
+    else:
+        _raise_errno(err)
+    return 0
 
 
 cdef int _check_open(int fd) except -1:
@@ -292,9 +317,7 @@ cdef class SplicePump:
         while True:
             if self.used_splice:
                 if self._in_pipe > 0:
-                    want = self._in_pipe
-                    if limit >= 0 and want > limit - delivered:
-                        want = limit - delivered
+                    want = _clamp(self._in_pipe, limit, delivered)
                     if want <= 0:
                         return delivered
                     fd_in = self._pipe._rfd
@@ -308,22 +331,14 @@ cdef class SplicePump:
                         continue
                     if n == 0:
                         err = sys_.EIO
-                    if err == sys_.EINTR:
-                        PyErr_CheckSignals()
-                    elif _would_block(err):
-                        if not wait:
-                            return delivered
-                        _wait_ready(dst, sys_.POLLOUT)
-                    elif _splice_refused(err):
+                    if _splice_refused(err):
                         self._fall_back()
-                    else:
-                        _raise_errno(err)
+                    elif _stop_after(err, dst, sys_.POLLOUT, wait):
+                        return delivered
                     continue
                 if self.eof:
                     return delivered
-                want = self.chunk
-                if limit >= 0 and want > limit - delivered:
-                    want = limit - delivered
+                want = _clamp(self.chunk, limit, delivered)
                 if want <= 0:
                     return delivered
                 fd_in = self._pipe._wfd
@@ -334,16 +349,10 @@ cdef class SplicePump:
                     self._in_pipe += n
                 elif n == 0:
                     self.eof = True
-                elif err == sys_.EINTR:
-                    PyErr_CheckSignals()
-                elif _would_block(err):
-                    if not wait:
-                        return delivered
-                    _wait_ready(src, sys_.POLLIN)
                 elif _splice_refused(err):
                     self._fall_back()
-                else:
-                    _raise_errno(err)
+                elif _stop_after(err, src, sys_.POLLIN, wait):
+                    return delivered
                 continue
 
             # Copy path.
@@ -352,9 +361,7 @@ cdef class SplicePump:
                 if self._buf is NULL:
                     raise MemoryError()
             if self._buf_end > self._buf_start:
-                want = self._buf_end - self._buf_start
-                if limit >= 0 and want > limit - delivered:
-                    want = limit - delivered
+                want = _clamp(self._buf_end - self._buf_start, limit, delivered)
                 if want <= 0:
                     return delivered
                 with nogil:
@@ -369,14 +376,8 @@ cdef class SplicePump:
                     self.bytes_moved += n
                     if self._buf_start == self._buf_end:
                         self._buf_start = self._buf_end = 0
-                elif err == sys_.EINTR:
-                    PyErr_CheckSignals()
-                elif _would_block(err):
-                    if not wait:
-                        return delivered
-                    _wait_ready(dst, sys_.POLLOUT)
-                else:
-                    _raise_errno(err)
+                elif _stop_after(err, dst, sys_.POLLOUT, wait):
+                    return delivered
                 continue
             # Buffer empty: refill, from the pipe left by the splice path first.
             from_pipe = self._in_pipe > 0
@@ -390,8 +391,7 @@ cdef class SplicePump:
                 want = self.chunk
             if want > self.chunk:
                 want = self.chunk
-            if limit >= 0 and want > limit - delivered:
-                want = limit - delivered
+            want = _clamp(want, limit, delivered)
             if want <= 0:
                 return delivered
             with nogil:
@@ -408,14 +408,8 @@ cdef class SplicePump:
                 if from_pipe:
                     _raise_errno(sys_.EIO)
                 self.eof = True
-            elif err == sys_.EINTR:
-                PyErr_CheckSignals()
-            elif _would_block(err):
-                if not wait:
-                    return delivered
-                _wait_ready(fd_in, sys_.POLLIN)
-            else:
-                _raise_errno(err)
+            elif _stop_after(err, fd_in, sys_.POLLIN, wait):
+                return delivered
 
     cdef int _enter(self) except -1:
         if self._closed:

@@ -4,7 +4,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use dmsc_core::clock::Clock;
-use dmsc_core::pick::{LeastRequest, PeakEwma, Pick, RandomPicker, RoundRobin, WeightedRoundRobin};
+use dmsc_core::pick::{
+    CountsRequests, LeastRequest, PeakEwma, Pick, RandomPicker, RoundRobin, WeightedRoundRobin,
+};
 
 const HOSTS: usize = 1000;
 

@@ -90,6 +90,35 @@ impl PyTokenBucket {
     }
 }
 
+/// `#[pymethods]` of a limiter that admits whole requests: the class's own
+/// `methods`, then `try_acquire` and `retry_after` (documented by
+/// `$retry_after_doc`), which convert `n` and the wait the same way for every
+/// such limiter. (PyO3 takes one `#[pymethods]` block per class.)
+macro_rules! count_limiter_methods {
+    ($class:ident, $retry_after_doc:literal, { $($methods:tt)* }) => {
+        #[pymethods]
+        impl $class {
+            $($methods)*
+
+            /// Admits `n` requests at once, or none.
+            #[pyo3(signature = (n=1))]
+            fn try_acquire(&self, n: i64) -> PyResult<bool> {
+                self.inner.try_acquire(count("n", n)?).map_err(value_error)
+            }
+
+            #[doc = $retry_after_doc]
+            #[pyo3(signature = (n=1))]
+            fn retry_after(&self, n: i64) -> PyResult<f64> {
+                let wait = self
+                    .inner
+                    .retry_after(count("n", n)?)
+                    .map_err(value_error)?;
+                Ok(wait_seconds(wait))
+            }
+        }
+    };
+}
+
 /// The generic cell rate algorithm: `rate` requests per second, bursts of up to `burst`.
 ///
 /// The state is one theoretical arrival time (TAT) updated with a
@@ -103,57 +132,93 @@ pub struct PyGcra {
     inner: ratelimit::Gcra,
 }
 
-#[pymethods]
-impl PyGcra {
-    #[new]
-    #[pyo3(signature = (rate, burst, clock=None))]
-    fn new(rate: f64, burst: i64, clock: Option<&Bound<'_, PyManualClock>>) -> PyResult<Self> {
-        let inner = ratelimit::Gcra::new(rate, count("burst", burst)?, clock_arg(clock))
-            .map_err(value_error)?;
-        Ok(Self { inner })
-    }
+count_limiter_methods!(
+    PyGcra,
+    "Seconds until `n` requests would be admitted (0.0 if now, `inf` if `n > burst`).",
+    {
+        #[new]
+        #[pyo3(signature = (rate, burst, clock=None))]
+        fn new(rate: f64, burst: i64, clock: Option<&Bound<'_, PyManualClock>>) -> PyResult<Self> {
+            let inner = ratelimit::Gcra::new(rate, count("burst", burst)?, clock_arg(clock))
+                .map_err(value_error)?;
+            Ok(Self { inner })
+        }
 
-    /// Admits `n` requests at once, or none.
-    #[pyo3(signature = (n=1))]
-    fn try_acquire(&self, n: i64) -> PyResult<bool> {
-        self.inner.try_acquire(count("n", n)?).map_err(value_error)
-    }
+        /// Requests admitted per second.
+        #[getter]
+        fn rate(&self) -> f64 {
+            self.inner.rate()
+        }
 
-    /// Seconds until `n` requests would be admitted (0.0 if now, `inf` if `n > burst`).
-    #[pyo3(signature = (n=1))]
-    fn retry_after(&self, n: i64) -> PyResult<f64> {
-        let wait = self
-            .inner
-            .retry_after(count("n", n)?)
-            .map_err(value_error)?;
-        Ok(wait_seconds(wait))
-    }
-
-    /// Requests admitted per second.
-    #[getter]
-    fn rate(&self) -> f64 {
-        self.inner.rate()
-    }
-
-    /// Requests admitted at once from idle.
-    #[getter]
-    fn burst(&self) -> u64 {
-        self.inner.burst()
-    }
-
-    /// Seconds between admissions at the sustained rate: `ceil(1e9 / rate)` ns.
-    #[getter]
-    fn emission_interval(&self) -> f64 {
-        self.inner.emission_interval() as f64 / 1e9
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "Gcra(rate={:?}, burst={})",
-            self.inner.rate(),
+        /// Requests admitted at once from idle.
+        #[getter]
+        fn burst(&self) -> u64 {
             self.inner.burst()
-        )
+        }
+
+        /// Seconds between admissions at the sustained rate: `ceil(1e9 / rate)` ns.
+        #[getter]
+        fn emission_interval(&self) -> f64 {
+            self.inner.emission_interval() as f64 / 1e9
+        }
+
+        fn __repr__(&self) -> String {
+            format!(
+                "Gcra(rate={:?}, burst={})",
+                self.inner.rate(),
+                self.inner.burst()
+            )
+        }
     }
+);
+
+/// `#[pymethods]` of a limiter admitting `limit` requests per sliding window of
+/// `window` seconds, over the core type `$core` (Python name `$name`): the
+/// class's own `methods` plus the constructor, the `limit` and `window` getters
+/// and `__repr__` that both window limiters share, and what
+/// `count_limiter_methods!` adds.
+macro_rules! window_limiter_methods {
+    ($class:ident($core:ty, $name:literal), { $($methods:tt)* }) => {
+        count_limiter_methods!(
+            $class,
+            "Seconds until `n` requests would be admitted if nothing else were (`inf` if `n > limit`).",
+            {
+                #[new]
+                #[pyo3(signature = (limit, window, clock=None))]
+                fn new(
+                    limit: i64,
+                    window: f64,
+                    clock: Option<&Bound<'_, PyManualClock>>,
+                ) -> PyResult<Self> {
+                    let inner = <$core>::new(count("limit", limit)?, window, clock_arg(clock))
+                        .map_err(value_error)?;
+                    Ok(Self { inner })
+                }
+
+                $($methods)*
+
+                /// Requests admitted per window.
+                #[getter]
+                fn limit(&self) -> u64 {
+                    self.inner.limit()
+                }
+
+                /// Length of the window in seconds.
+                #[getter]
+                fn window(&self) -> f64 {
+                    self.inner.window() as f64 / 1e9
+                }
+
+                fn __repr__(&self) -> String {
+                    format!(
+                        concat!($name, "(limit={}, window={:?})"),
+                        self.inner.limit(),
+                        self.inner.window() as f64 / 1e9
+                    )
+                }
+            }
+        );
+    };
 }
 
 /// A lock-free sliding window counter: about `limit` requests per sliding `window` seconds.
@@ -173,58 +238,15 @@ pub struct PySlidingWindowLimiter {
     inner: ratelimit::SlidingWindowLimiter,
 }
 
-#[pymethods]
-impl PySlidingWindowLimiter {
-    #[new]
-    #[pyo3(signature = (limit, window, clock=None))]
-    fn new(limit: i64, window: f64, clock: Option<&Bound<'_, PyManualClock>>) -> PyResult<Self> {
-        let inner =
-            ratelimit::SlidingWindowLimiter::new(count("limit", limit)?, window, clock_arg(clock))
-                .map_err(value_error)?;
-        Ok(Self { inner })
+window_limiter_methods!(
+    PySlidingWindowLimiter(ratelimit::SlidingWindowLimiter, "SlidingWindowLimiter"),
+    {
+        /// The estimated number of requests in the sliding window ending now.
+        fn estimated_count(&self) -> f64 {
+            self.inner.estimated_count()
+        }
     }
-
-    /// Admits `n` requests at once, or none.
-    #[pyo3(signature = (n=1))]
-    fn try_acquire(&self, n: i64) -> PyResult<bool> {
-        self.inner.try_acquire(count("n", n)?).map_err(value_error)
-    }
-
-    /// Seconds until `n` requests would be admitted if nothing else were (`inf` if `n > limit`).
-    #[pyo3(signature = (n=1))]
-    fn retry_after(&self, n: i64) -> PyResult<f64> {
-        let wait = self
-            .inner
-            .retry_after(count("n", n)?)
-            .map_err(value_error)?;
-        Ok(wait_seconds(wait))
-    }
-
-    /// The estimated number of requests in the sliding window ending now.
-    fn estimated_count(&self) -> f64 {
-        self.inner.estimated_count()
-    }
-
-    /// Requests admitted per window.
-    #[getter]
-    fn limit(&self) -> u64 {
-        self.inner.limit()
-    }
-
-    /// Length of the window in seconds.
-    #[getter]
-    fn window(&self) -> f64 {
-        self.inner.window() as f64 / 1e9
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "SlidingWindowLimiter(limit={}, window={:?})",
-            self.inner.limit(),
-            self.inner.window() as f64 / 1e9
-        )
-    }
-}
+);
 
 /// An exact sliding window log: at most `limit` requests in any `window` seconds.
 ///
@@ -236,58 +258,15 @@ pub struct PySlidingLogLimiter {
     inner: ratelimit::SlidingLogLimiter,
 }
 
-#[pymethods]
-impl PySlidingLogLimiter {
-    #[new]
-    #[pyo3(signature = (limit, window, clock=None))]
-    fn new(limit: i64, window: f64, clock: Option<&Bound<'_, PyManualClock>>) -> PyResult<Self> {
-        let inner =
-            ratelimit::SlidingLogLimiter::new(count("limit", limit)?, window, clock_arg(clock))
-                .map_err(value_error)?;
-        Ok(Self { inner })
+window_limiter_methods!(
+    PySlidingLogLimiter(ratelimit::SlidingLogLimiter, "SlidingLogLimiter"),
+    {
+        /// Requests admitted in the sliding window ending now.
+        fn count(&self) -> u64 {
+            self.inner.count()
+        }
     }
-
-    /// Admits `n` requests at once, or none.
-    #[pyo3(signature = (n=1))]
-    fn try_acquire(&self, n: i64) -> PyResult<bool> {
-        self.inner.try_acquire(count("n", n)?).map_err(value_error)
-    }
-
-    /// Seconds until `n` requests would be admitted if nothing else were (`inf` if `n > limit`).
-    #[pyo3(signature = (n=1))]
-    fn retry_after(&self, n: i64) -> PyResult<f64> {
-        let wait = self
-            .inner
-            .retry_after(count("n", n)?)
-            .map_err(value_error)?;
-        Ok(wait_seconds(wait))
-    }
-
-    /// Requests admitted in the sliding window ending now.
-    fn count(&self) -> u64 {
-        self.inner.count()
-    }
-
-    /// Requests admitted per window.
-    #[getter]
-    fn limit(&self) -> u64 {
-        self.inner.limit()
-    }
-
-    /// Length of the window in seconds.
-    #[getter]
-    fn window(&self) -> f64 {
-        self.inner.window() as f64 / 1e9
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "SlidingLogLimiter(limit={}, window={:?})",
-            self.inner.limit(),
-            self.inner.window() as f64 / 1e9
-        )
-    }
-}
+);
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTokenBucket>()?;

@@ -5,7 +5,7 @@
 //! the core. Host indexes out of range raise `IndexError`, other bad
 //! arguments `ValueError`, both starting with the argument's name.
 
-use dmsc_core::pick::{self, HostOutOfRange, Pick};
+use dmsc_core::pick::{self, CountsRequests, HostOutOfRange, Pick};
 use dmsc_core::InvalidArgument;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
@@ -83,6 +83,36 @@ fn choice_count_arg(choice_count: i64) -> PyResult<u32> {
             ),
         ))),
     }
+}
+
+/// `#[pymethods]` of a picker that counts active requests: its own `methods`, then
+/// `pick_and_start` (documented by `$pick_and_start_doc`), `start` and `active`,
+/// which call the core's [`CountsRequests`] the same way for every such picker.
+/// (PyO3 takes one `#[pymethods]` block per class.)
+macro_rules! counting_picker_methods {
+    ($class:ident, $pick_and_start_doc:literal, { $($methods:tt)* }) => {
+        #[pymethods]
+        impl $class {
+            $($methods)*
+
+            #[doc = $pick_and_start_doc]
+            fn pick_and_start(&self) -> usize {
+                self.inner.pick_and_start()
+            }
+
+            /// Counts a request starting on `host`; returns its active count.
+            fn start(&self, host: isize) -> PyResult<u64> {
+                let host = host_arg(host, self.inner.hosts())?;
+                self.inner.start(host).map_err(host_error)
+            }
+
+            /// Number of requests active on `host`.
+            fn active(&self, host: isize) -> PyResult<u64> {
+                let host = host_arg(host, self.inner.hosts())?;
+                self.inner.active(host).map_err(host_error)
+            }
+        }
+    };
 }
 
 /// Round robin over hosts `0..n`: each pick is the next host, starting at `seed % n`.
@@ -210,70 +240,56 @@ pub struct LeastRequest {
     inner: pick::LeastRequest,
 }
 
-#[pymethods]
-impl LeastRequest {
-    #[new]
-    #[pyo3(signature = (n, choice_count=2, weights=None, active_request_bias=1.0, seed=None))]
-    fn new(
-        n: i64,
-        choice_count: i64,
-        weights: Option<&Bound<'_, PyAny>>,
-        active_request_bias: f64,
-        seed: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let n = hosts_arg(n)?;
-        let choice_count = choice_count_arg(choice_count)?;
-        let weights = weights.map(|w| weights_for(n, w)).transpose()?;
-        let inner = pick::LeastRequest::new(
-            n,
-            choice_count,
-            weights.as_deref(),
-            active_request_bias,
-            seed_arg(seed)?,
-        )
-        .map_err(value_error)?;
-        Ok(Self { inner })
-    }
+counting_picker_methods!(
+    LeastRequest,
+    "Picks a host and counts a request on it; call `finish(host)` when it ends.",
+    {
+        #[new]
+        #[pyo3(signature = (n, choice_count=2, weights=None, active_request_bias=1.0, seed=None))]
+        fn new(
+            n: i64,
+            choice_count: i64,
+            weights: Option<&Bound<'_, PyAny>>,
+            active_request_bias: f64,
+            seed: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Self> {
+            let n = hosts_arg(n)?;
+            let choice_count = choice_count_arg(choice_count)?;
+            let weights = weights.map(|w| weights_for(n, w)).transpose()?;
+            let inner = pick::LeastRequest::new(
+                n,
+                choice_count,
+                weights.as_deref(),
+                active_request_bias,
+                seed_arg(seed)?,
+            )
+            .map_err(value_error)?;
+            Ok(Self { inner })
+        }
 
-    /// Index of the chosen host (no request is counted).
-    fn pick(&self) -> usize {
-        self.inner.pick()
-    }
+        /// Index of the chosen host (no request is counted).
+        fn pick(&self) -> usize {
+            self.inner.pick()
+        }
 
-    /// Picks a host and counts a request on it; call `finish(host)` when it ends.
-    fn pick_and_start(&self) -> usize {
-        self.inner.pick_and_start()
-    }
+        /// Counts a request on `host` as finished; False (and no change) if none was active.
+        fn finish(&self, host: isize) -> PyResult<bool> {
+            let host = host_arg(host, self.inner.hosts())?;
+            self.inner.finish(host).map_err(host_error)
+        }
 
-    /// Counts a request starting on `host`; returns its active count.
-    fn start(&self, host: isize) -> PyResult<u64> {
-        let host = host_arg(host, self.inner.hosts())?;
-        self.inner.start(host).map_err(host_error)
-    }
+        /// True when picks follow the weighted EDF schedule (the weights differ).
+        #[getter]
+        fn weighted(&self) -> bool {
+            self.inner.is_weighted()
+        }
 
-    /// Counts a request on `host` as finished; False (and no change) if none was active.
-    fn finish(&self, host: isize) -> PyResult<bool> {
-        let host = host_arg(host, self.inner.hosts())?;
-        self.inner.finish(host).map_err(host_error)
+        /// Number of hosts.
+        fn __len__(&self) -> usize {
+            self.inner.hosts()
+        }
     }
-
-    /// Number of requests active on `host`.
-    fn active(&self, host: isize) -> PyResult<u64> {
-        let host = host_arg(host, self.inner.hosts())?;
-        self.inner.active(host).map_err(host_error)
-    }
-
-    /// True when picks follow the weighted EDF schedule (the weights differ).
-    #[getter]
-    fn weighted(&self) -> bool {
-        self.inner.is_weighted()
-    }
-
-    /// Number of hosts.
-    fn __len__(&self) -> usize {
-        self.inner.hosts()
-    }
-}
+);
 
 /// Peak-EWMA latency balancing with power of two choices over hosts `0..n`.
 ///
@@ -293,88 +309,74 @@ pub struct PeakEwma {
     inner: pick::PeakEwma,
 }
 
-#[pymethods]
-impl PeakEwma {
-    #[new]
-    #[pyo3(signature = (n, decay=10.0, default_rtt=0.03, failure_penalty=2.0, clock=None, seed=None))]
-    fn new(
-        n: i64,
-        decay: f64,
-        default_rtt: f64,
-        failure_penalty: f64,
-        clock: Option<&Bound<'_, PyManualClock>>,
-        seed: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
-        let inner = pick::PeakEwma::new(
-            hosts_arg(n)?,
-            decay,
-            default_rtt,
-            failure_penalty,
-            clock_arg(clock),
-            seed_arg(seed)?,
-        )
-        .map_err(value_error)?;
-        Ok(Self { inner })
-    }
-
-    /// Index of the cheaper of two random hosts (no request is counted).
-    fn pick(&self) -> usize {
-        self.inner.pick()
-    }
-
-    /// Picks a host and counts a request on it; call `finish(host, ...)` when it ends.
-    fn pick_and_start(&self) -> usize {
-        self.inner.pick_and_start()
-    }
-
-    /// Counts a request starting on `host`; returns its active count.
-    fn start(&self, host: isize) -> PyResult<u64> {
-        let host = host_arg(host, self.inner.hosts())?;
-        self.inner.start(host).map_err(host_error)
-    }
-
-    /// Counts a request on `host` as finished and, if `latency` is given, records it.
-    ///
-    /// Returns False (and leaves the count at 0) if no request was active.
-    #[pyo3(signature = (host, latency=None, success=true))]
-    fn finish(&self, host: isize, latency: Option<f64>, success: bool) -> PyResult<bool> {
-        let host = host_arg(host, self.inner.hosts())?;
-        if let Some(latency) = latency {
-            self.record_sample(host, latency, success)?;
+counting_picker_methods!(
+    PeakEwma,
+    "Picks a host and counts a request on it; call `finish(host, ...)` when it ends.",
+    {
+        #[new]
+        #[pyo3(signature = (n, decay=10.0, default_rtt=0.03, failure_penalty=2.0, clock=None, seed=None))]
+        fn new(
+            n: i64,
+            decay: f64,
+            default_rtt: f64,
+            failure_penalty: f64,
+            clock: Option<&Bound<'_, PyManualClock>>,
+            seed: Option<&Bound<'_, PyAny>>,
+        ) -> PyResult<Self> {
+            let inner = pick::PeakEwma::new(
+                hosts_arg(n)?,
+                decay,
+                default_rtt,
+                failure_penalty,
+                clock_arg(clock),
+                seed_arg(seed)?,
+            )
+            .map_err(value_error)?;
+            Ok(Self { inner })
         }
-        self.inner.finish(host).map_err(host_error)
-    }
 
-    /// Records a response of `host` that took `latency` seconds.
-    #[pyo3(signature = (host, latency, success=true))]
-    fn record(&self, host: isize, latency: f64, success: bool) -> PyResult<()> {
-        let host = host_arg(host, self.inner.hosts())?;
-        self.record_sample(host, latency, success)
-    }
+        /// Index of the cheaper of two random hosts (no request is counted).
+        fn pick(&self) -> usize {
+            self.inner.pick()
+        }
 
-    /// Number of requests active on `host`.
-    fn active(&self, host: isize) -> PyResult<u64> {
-        let host = host_arg(host, self.inner.hosts())?;
-        self.inner.active(host).map_err(host_error)
-    }
+        /// Counts a request on `host` as finished and, if `latency` is given, records it.
+        ///
+        /// Returns False (and leaves the count at 0) if no request was active.
+        #[pyo3(signature = (host, latency=None, success=true))]
+        fn finish(&self, host: isize, latency: Option<f64>, success: bool) -> PyResult<bool> {
+            let host = host_arg(host, self.inner.hosts())?;
+            if let Some(latency) = latency {
+                self.record_sample(host, latency, success)?;
+            }
+            self.inner.finish(host).map_err(host_error)
+        }
 
-    /// The latency estimate of `host` now, in seconds.
-    fn estimate(&self, host: isize) -> PyResult<f64> {
-        let host = host_arg(host, self.inner.hosts())?;
-        self.inner.estimate(host).map_err(host_error)
-    }
+        /// Records a response of `host` that took `latency` seconds.
+        #[pyo3(signature = (host, latency, success=true))]
+        fn record(&self, host: isize, latency: f64, success: bool) -> PyResult<()> {
+            let host = host_arg(host, self.inner.hosts())?;
+            self.record_sample(host, latency, success)
+        }
 
-    /// The cost of `host` now: estimate * (active + 1).
-    fn cost(&self, host: isize) -> PyResult<f64> {
-        let host = host_arg(host, self.inner.hosts())?;
-        self.inner.cost(host).map_err(host_error)
-    }
+        /// The latency estimate of `host` now, in seconds.
+        fn estimate(&self, host: isize) -> PyResult<f64> {
+            let host = host_arg(host, self.inner.hosts())?;
+            self.inner.estimate(host).map_err(host_error)
+        }
 
-    /// Number of hosts.
-    fn __len__(&self) -> usize {
-        self.inner.hosts()
+        /// The cost of `host` now: estimate * (active + 1).
+        fn cost(&self, host: isize) -> PyResult<f64> {
+            let host = host_arg(host, self.inner.hosts())?;
+            self.inner.cost(host).map_err(host_error)
+        }
+
+        /// Number of hosts.
+        fn __len__(&self) -> usize {
+            self.inner.hosts()
+        }
     }
-}
+);
 
 impl PeakEwma {
     fn record_sample(&self, host: usize, latency: f64, success: bool) -> PyResult<()> {

@@ -224,16 +224,8 @@ fn is_prime(n: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::PORTS_90_TO_95;
     use super::*;
-
-    const PORTS_90_TO_95: [&str; 6] = [
-        "127.0.0.1:90",
-        "127.0.0.1:91",
-        "127.0.0.1:92",
-        "127.0.0.1:93",
-        "127.0.0.1:94",
-        "127.0.0.1:95",
-    ];
 
     #[test]
     fn reproduces_the_paper_table_1_example() {

@@ -40,6 +40,17 @@ fn successor<T: Ord + Copy>(points: &[T], h: T) -> usize {
     }
 }
 
+/// The host keys of Envoy's `maglev` and `ring_hash` tests, whose tables those tests pin.
+#[cfg(test)]
+const PORTS_90_TO_95: [&str; 6] = [
+    "127.0.0.1:90",
+    "127.0.0.1:91",
+    "127.0.0.1:92",
+    "127.0.0.1:93",
+    "127.0.0.1:94",
+    "127.0.0.1:95",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,16 +143,8 @@ fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::PORTS_90_TO_95;
     use super::*;
-
-    const PORTS_90_TO_95: [&str; 6] = [
-        "127.0.0.1:90",
-        "127.0.0.1:91",
-        "127.0.0.1:92",
-        "127.0.0.1:93",
-        "127.0.0.1:94",
-        "127.0.0.1:95",
-    ];
 
     fn ring(hosts: &[&str], weights: Option<&[i64]>, min: u64, max: u64) -> RingHash {
         RingHash::new(hosts, weights, min, max).unwrap()

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{check_host, HostOutOfRange};
+use super::{check_host, HostOutOfRange, Pick};
 
 /// Requests in flight per host, one atomic counter each.
 ///
@@ -59,6 +59,42 @@ impl ActiveRequests {
     #[inline]
     pub(crate) fn increment(&self, host: usize) {
         self.counts[host].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A picker that counts requests in flight per host and weighs them in its picks.
+///
+/// The accounting is explicit: [`pick`](Pick::pick) never counts a request;
+/// call [`start`](Self::start) and [`finish`](Self::finish) around one, or
+/// [`pick_and_start`](Self::pick_and_start) then `finish`.
+pub trait CountsRequests: Pick {
+    /// The per-host counts that picks read.
+    fn active_requests(&self) -> &ActiveRequests;
+
+    /// Picks a host and counts a request on it.
+    #[inline]
+    fn pick_and_start(&self) -> usize {
+        let host = self.pick();
+        self.active_requests().increment(host);
+        host
+    }
+
+    /// Counts a request starting on `host`; returns its active count.
+    #[inline]
+    fn start(&self, host: usize) -> Result<u64, HostOutOfRange> {
+        self.active_requests().start(host)
+    }
+
+    /// Counts a request on `host` as finished; `false` if none was active (the count stays 0).
+    #[inline]
+    fn finish(&self, host: usize) -> Result<bool, HostOutOfRange> {
+        self.active_requests().finish(host)
+    }
+
+    /// Requests active on `host`.
+    #[inline]
+    fn active(&self, host: usize) -> Result<u64, HostOutOfRange> {
+        self.active_requests().get(host)
     }
 }
 

@@ -2,10 +2,10 @@
 
 use parking_lot::Mutex;
 
-use super::active::ActiveRequests;
+use super::active::{ActiveRequests, CountsRequests};
 use super::edf::FloatEdf;
 use super::rng::AtomicRng;
-use super::{all_equal, require_hosts, require_weights, start_picks, HostOutOfRange, Pick};
+use super::{all_equal, require_hosts, require_weights, start_picks, Pick};
 use crate::error::{require_non_negative, InvalidArgument};
 
 /// How the next host is chosen.
@@ -34,9 +34,9 @@ enum Selection {
 ///   divides the weight by the load. As in Envoy, the schedule starts at a
 ///   seeded position.
 ///
-/// Active requests are counted by [`start`](Self::start) and
-/// [`finish`](Self::finish); [`pick`](Pick::pick) does not count, and
-/// [`pick_and_start`](Self::pick_and_start) does both.
+/// Active requests are counted by [`start`](CountsRequests::start) and
+/// [`finish`](CountsRequests::finish); [`pick`](Pick::pick) does not count, and
+/// [`pick_and_start`](CountsRequests::pick_and_start) does both.
 #[derive(Debug)]
 pub struct LeastRequest {
     active: ActiveRequests,
@@ -101,32 +101,6 @@ impl LeastRequest {
         matches!(self.selection, Selection::Weighted { .. })
     }
 
-    /// Picks a host and counts a request on it.
-    #[inline]
-    pub fn pick_and_start(&self) -> usize {
-        let host = self.pick();
-        self.active.increment(host);
-        host
-    }
-
-    /// Counts a request starting on `host`; returns its active count.
-    #[inline]
-    pub fn start(&self, host: usize) -> Result<u64, HostOutOfRange> {
-        self.active.start(host)
-    }
-
-    /// Counts a request on `host` as finished; `false` if none was active (the count stays 0).
-    #[inline]
-    pub fn finish(&self, host: usize) -> Result<bool, HostOutOfRange> {
-        self.active.finish(host)
-    }
-
-    /// Requests active on `host`.
-    #[inline]
-    pub fn active(&self, host: usize) -> Result<u64, HostOutOfRange> {
-        self.active.get(host)
-    }
-
     #[inline]
     fn pick_choices(&self) -> usize {
         least_loaded_of_choices(&self.rng, self.active.hosts(), self.choice_count, |h| {
@@ -184,6 +158,13 @@ impl Pick for LeastRequest {
 
     fn hosts(&self) -> usize {
         self.active.hosts()
+    }
+}
+
+impl CountsRequests for LeastRequest {
+    #[inline]
+    fn active_requests(&self) -> &ActiveRequests {
+        &self.active
     }
 }
 

@@ -15,8 +15,8 @@
 //!   choices, where failures are recorded as penalised latencies so that a host
 //!   that fails fast does not attract traffic.
 //!
-//! Request accounting ([`ActiveRequests`]) is explicit: `pick` never counts a
-//! request by itself; `pick_and_start` does both.
+//! Request accounting ([`ActiveRequests`], shared through [`CountsRequests`])
+//! is explicit: `pick` never counts a request by itself; `pick_and_start` does both.
 
 mod active;
 pub mod edf;
@@ -31,7 +31,7 @@ use std::fmt;
 
 use crate::error::InvalidArgument;
 
-pub use active::ActiveRequests;
+pub use active::{ActiveRequests, CountsRequests};
 pub(crate) use least_request::least_loaded_of_choices;
 pub use least_request::LeastRequest;
 pub use peak_ewma::{PeakEwma, RecordError};

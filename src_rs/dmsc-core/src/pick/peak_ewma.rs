@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::active::ActiveRequests;
+use super::active::{ActiveRequests, CountsRequests};
 use super::rng::AtomicRng;
 use super::{check_host, require_hosts, HostOutOfRange, Pick};
 use crate::clock::{Clock, Nanos};
@@ -202,32 +202,6 @@ impl PeakEwma {
         Ok(estimate * (self.active.load(host) + 1) as f64)
     }
 
-    /// Picks a host and counts a request on it.
-    #[inline]
-    pub fn pick_and_start(&self) -> usize {
-        let host = self.pick();
-        self.active.increment(host);
-        host
-    }
-
-    /// Counts a request starting on `host`; returns its active count.
-    #[inline]
-    pub fn start(&self, host: usize) -> Result<u64, HostOutOfRange> {
-        self.active.start(host)
-    }
-
-    /// Counts a request on `host` as finished; `false` if none was active (the count stays 0).
-    #[inline]
-    pub fn finish(&self, host: usize) -> Result<bool, HostOutOfRange> {
-        self.active.finish(host)
-    }
-
-    /// Requests active on `host`.
-    #[inline]
-    pub fn active(&self, host: usize) -> Result<u64, HostOutOfRange> {
-        self.active.get(host)
-    }
-
     /// Whether host `a` costs less than host `b` (ties go to `a`).
     #[inline]
     fn cheaper(&self, a: usize, b: usize) -> bool {
@@ -263,6 +237,13 @@ impl Pick for PeakEwma {
 
     fn hosts(&self) -> usize {
         self.hosts.len()
+    }
+}
+
+impl CountsRequests for PeakEwma {
+    #[inline]
+    fn active_requests(&self) -> &ActiveRequests {
+        &self.active
     }
 }
 
