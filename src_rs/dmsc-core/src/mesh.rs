@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
 use crate::breaker::{CircuitBreakerConfig, WindowType};
-use crate::clock::Clock;
+use crate::clock::{Clock, Nanos};
 use crate::registry::{
-    parse_service_name, probe, Algorithm, Endpoint, Health, HealthCheckConfig, InFlight, Instance,
-    Registered, Registry, RegistryConfig,
+    checker, parse_service_name, probe, Algorithm, Attachment, Endpoint, Health, HealthCheckConfig,
+    InFlight, InitialHealth, Instance, Registered, Registry, RegistryConfig,
 };
 use crate::trace::{ParseError, TraceContext};
 use crate::InvalidArgument;
@@ -45,6 +45,8 @@ pub struct MeshSettings {
     pub algorithm: Algorithm,
     /// Active health checking.
     pub health: HealthCheckConfig,
+    /// Health of newly registered instances ([`InitialHealth::Check`]: probed once first).
+    pub initial_health: InitialHealth,
     /// DNS domain of service names: `<service>.service.<domain>`.
     pub domain: String,
 }
@@ -62,29 +64,37 @@ impl Default for MeshSettings {
             breaker_window: 100,
             algorithm: Algorithm::RoundRobin,
             health: HealthCheckConfig::default(),
+            initial_health: InitialHealth::Check,
             domain: "dmsc".to_owned(),
         }
     }
 }
 
 impl MeshSettings {
-    /// Checks every field; the error names the first bad one.
+    /// Checks every field; the error names the first bad one (as the Python API and
+    /// configuration files spell it).
     pub fn validate(&self) -> Result<(), InvalidArgument> {
         if !(self.breaker_failure_rate > 0.0 && self.breaker_failure_rate <= 1.0) {
             return Err(InvalidArgument::new(
-                "failure_rate",
+                "circuit_breaker_failure_rate",
                 format!("must be in (0, 1], got {}", self.breaker_failure_rate),
             ));
         }
-        if self.breaker_timeout.is_zero() {
-            return Err(InvalidArgument::new("timeout_ms", "must be at least 1 ms"));
+        if self.breaker_timeout < Duration::from_millis(1) {
+            return Err(InvalidArgument::new(
+                "circuit_breaker_timeout",
+                "must be at least 1 ms",
+            ));
         }
         if self.breaker_minimum_calls == 0 {
-            return Err(InvalidArgument::new("minimum_calls", "must be at least 1"));
+            return Err(InvalidArgument::new(
+                "circuit_breaker_minimum_calls",
+                "must be at least 1",
+            ));
         }
         if self.breaker_window < self.breaker_minimum_calls {
             return Err(InvalidArgument::new(
-                "window",
+                "circuit_breaker_window",
                 "must be at least the minimum number of calls",
             ));
         }
@@ -134,25 +144,13 @@ impl std::fmt::Display for LifecycleError {
 
 impl std::error::Error for LifecycleError {}
 
-#[derive(Debug, Default)]
-struct StopSignal {
-    stopped: Mutex<bool>,
-    wake: Condvar,
-}
-
-#[derive(Debug)]
-struct Checker {
-    signal: Arc<StopSignal>,
-    thread: JoinHandle<()>,
-}
-
 /// A registry with health checking, balancing, breakers and request counters. Thread-safe.
 #[derive(Debug)]
 pub struct Mesh {
     registry: Arc<Registry>,
     settings: RwLock<MeshSettings>,
     staged: Mutex<Option<MeshSettings>>,
-    checker: Mutex<Option<Checker>>,
+    checker: Mutex<Option<JoinHandle<()>>>,
     total_requests: AtomicU64,
     failed_requests: AtomicU64,
 }
@@ -163,7 +161,8 @@ impl Mesh {
         Self::with_clock(settings, Clock::Monotonic)
     }
 
-    /// A stopped mesh whose breakers read time from `clock`.
+    /// A stopped mesh whose breakers and request latencies read time from `clock` (health
+    /// checks always run on real time: they probe the real network).
     pub fn with_clock(settings: MeshSettings, clock: Clock) -> Result<Self, InvalidArgument> {
         settings.validate()?;
         Ok(Self {
@@ -186,32 +185,38 @@ impl Mesh {
         self.settings.read().clone()
     }
 
-    /// Starts the background health checker.
+    /// Current time of the mesh's clock, for timing requests.
+    #[inline]
+    pub fn now(&self) -> Nanos {
+        self.registry.clock().now()
+    }
+
+    /// Starts the background health checker: every instance is probed about once per
+    /// interval (with jitter) by `health.workers` threads.
     pub fn start(&self) -> Result<(), LifecycleError> {
         let mut checker = self.checker.lock();
         if checker.is_some() {
             return Err(LifecycleError::AlreadyRunning);
         }
-        let signal = Arc::new(StopSignal::default());
+        self.registry.wake.reset();
         let registry = Arc::clone(&self.registry);
-        let thread_signal = Arc::clone(&signal);
         let thread = std::thread::Builder::new()
             .name("dmsc-health".into())
-            .spawn(move || run_checker(&registry, &thread_signal))
+            .spawn(move || checker::run(&registry))
             .map_err(|e| LifecycleError::Spawn(e.to_string()))?;
-        *checker = Some(Checker { signal, thread });
+        *checker = Some(thread);
         Ok(())
     }
 
-    /// Stops the health checker and waits for it; registrations stay. Idempotent.
+    /// Stops the health checker and waits for it (at most one probe timeout); registrations
+    /// stay. Idempotent.
     pub fn stop(&self) {
-        let Some(checker) = self.checker.lock().take() else {
+        let Some(thread) = self.checker.lock().take() else {
             return;
         };
-        *checker.signal.stopped.lock() = true;
-        checker.signal.wake.notify_all();
+        self.registry.wake.request_stop();
         // The checker only returns; a panic inside it would already have been reported.
-        let _ = checker.thread.join();
+        let _ = thread.join();
     }
 
     /// Whether the health checker runs.
@@ -219,25 +224,55 @@ impl Mesh {
         self.checker.lock().is_some()
     }
 
-    /// Registers `endpoint` after checking it once, so its health is known on return.
+    /// Registers `endpoint` with the configured initial health (by default it is checked
+    /// once, so its health is known on return).
     ///
     /// With a health check URL the check is an HTTP GET expecting 2xx; without one it is a
     /// TCP connect.
     pub fn register(&self, endpoint: Endpoint) -> Result<Registered, InvalidArgument> {
+        let initial = self.settings.read().initial_health;
+        self.register_with(endpoint, initial)
+    }
+
+    /// Registers `endpoint` starting with `initial` health.
+    pub fn register_with(
+        &self,
+        endpoint: Endpoint,
+        initial: InitialHealth,
+    ) -> Result<Registered, InvalidArgument> {
+        self.register_attached(endpoint, initial, None)
+    }
+
+    /// Registers `endpoint` starting with `initial` health, keeping `attachment` with it
+    /// (see [`Instance::attachment`]).
+    pub fn register_attached(
+        &self,
+        endpoint: Endpoint,
+        initial: InitialHealth,
+        attachment: Option<Attachment>,
+    ) -> Result<Registered, InvalidArgument> {
         endpoint.validate()?;
-        let timeout = self.settings.read().health.timeout;
-        let passed = probe(
-            &endpoint.host,
-            endpoint.port,
-            &endpoint.health_check_url,
-            timeout,
-        );
-        let health = if passed {
-            Health::Healthy
-        } else {
-            Health::Unhealthy
+        let health = match initial {
+            InitialHealth::Check => {
+                let timeout = self.registry.health_config().timeout;
+                let passed = probe(
+                    &endpoint.host,
+                    endpoint.port,
+                    &endpoint.health_check_url,
+                    timeout,
+                );
+                Some(if passed {
+                    Health::Healthy
+                } else {
+                    Health::Unhealthy
+                })
+            }
+            InitialHealth::Unknown => None,
+            InitialHealth::Healthy => Some(Health::Healthy),
+            InitialHealth::Unhealthy => Some(Health::Unhealthy),
         };
-        self.registry.register(endpoint, health)
+        self.registry
+            .register_attached(endpoint, health, attachment)
     }
 
     /// Removes the instance of `service` at `host:port`; false when there was none.
@@ -258,9 +293,31 @@ impl Mesh {
         version: Option<&str>,
         hash_key: Option<&[u8]>,
     ) -> Option<InFlight> {
-        self.registry
-            .discover(service, version, hash_key)
+        self.pick(service, version, hash_key)
             .map(|instance| instance.begin_request())
+    }
+
+    /// Picks as [`Mesh::discover`] does, without counting a request in flight.
+    #[inline]
+    pub fn pick(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        hash_key: Option<&[u8]>,
+    ) -> Option<Arc<Instance>> {
+        self.registry.discover(service, version, hash_key)
+    }
+
+    /// Picks as [`Mesh::pick`] does and returns what `f` makes of the instance.
+    #[inline]
+    pub fn pick_with<R>(
+        &self,
+        service: &str,
+        version: Option<&str>,
+        hash_key: Option<&[u8]>,
+        f: impl FnOnce(&Arc<Instance>) -> R,
+    ) -> Option<R> {
+        self.registry.discover_with(service, version, hash_key, f)
     }
 
     /// Discovers by DNS-style name: `<service>.service.<domain>` or
@@ -270,6 +327,25 @@ impl Mesh {
         let domain = self.settings.read().domain.clone();
         let name = parse_service_name(dns_name, &domain, |s| self.registry.has_service(s))?;
         self.discover(name.service, name.version, hash_key)
+    }
+
+    /// Every healthy instance a DNS-style name designates, shuffled (as a DNS answer lists
+    /// them): `None` for names outside the mesh's domain and for unknown services, an empty
+    /// list for a known service (or version) without a healthy instance.
+    pub fn resolve_all(&self, dns_name: &str) -> Option<Vec<Arc<Instance>>> {
+        let domain = self.settings.read().domain.clone();
+        let name = parse_service_name(dns_name, &domain, |s| self.registry.has_service(s))?;
+        if !self.registry.has_service(name.service) {
+            return None;
+        }
+        let set = self.registry.healthy(name.service)?;
+        let pool = match name.version {
+            Some(version) => set.version(version),
+            None => Some(&set.all),
+        };
+        let mut instances = pool.map(|p| p.instances.clone()).unwrap_or_default();
+        fastrand::shuffle(&mut instances);
+        Some(instances)
     }
 
     /// The `traceparent` for an outgoing call: a child of `incoming` when that is a valid
@@ -288,10 +364,11 @@ impl Mesh {
         }
     }
 
-    /// Records the outcome of one request to `instance`: counters (when metrics are on) and
-    /// the instance's circuit breaker (when circuit breaking is on).
+    /// Records the outcome of one request to `instance`: counters (when metrics are on), the
+    /// instance's latency EWMA and its circuit breaker (when circuit breaking is on).
     pub fn record(&self, instance: &Instance, success: bool, latency: Duration) {
-        instance.record_outcome(
+        self.registry.record_outcome(
+            instance,
             success,
             u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX),
         );
@@ -313,6 +390,46 @@ impl Mesh {
         self.failed_requests.load(Ordering::Relaxed)
     }
 
+    /// Increases on every change of registrations, health or settings.
+    pub fn revision(&self) -> u64 {
+        self.registry.revision()
+    }
+
+    /// Health check outcomes recorded since the mesh was created (registration-time checks
+    /// not included).
+    pub fn health_checks(&self) -> u64 {
+        self.registry.health_checks()
+    }
+
+    /// Probes every instance now, in parallel, and records the outcomes (running or not).
+    /// Returns the number of instances probed.
+    pub fn check_all(&self) -> usize {
+        self.registry.check_all()
+    }
+
+    /// Sets an instance's health by hand (passive health checking); false if there is none.
+    pub fn set_health(&self, service: &str, host: &str, port: u16, healthy: bool) -> bool {
+        let health = if healthy {
+            Health::Healthy
+        } else {
+            Health::Unhealthy
+        };
+        self.registry.set_health(service, host, port, health)
+    }
+
+    /// Takes a sidecar's load report for an instance (see [`Registry::report_load`]).
+    pub fn report_load(
+        &self,
+        service: &str,
+        host: &str,
+        port: u16,
+        active_requests: u64,
+        latency_ewma: Option<Duration>,
+    ) -> bool {
+        self.registry
+            .report_load(service, host, port, active_requests, latency_ewma)
+    }
+
     /// Stages a change of settings; nothing changes until [`Mesh::reload`].
     ///
     /// The change is validated against the staged settings at once, so a bad value is
@@ -332,27 +449,25 @@ impl Mesh {
         let Some(next) = self.staged.lock().take() else {
             return Ok(false);
         };
-        self.registry.reconfigure(next.registry_config())?;
-        *self.settings.write() = next;
+        self.reconfigure(next)?;
         Ok(true)
+    }
+
+    /// Replaces every setting at once (validated first; a refused value changes nothing).
+    /// Registrations, health and counters are kept; a running checker picks up the new
+    /// health check settings at its next scan.
+    pub fn reconfigure(&self, settings: MeshSettings) -> Result<(), InvalidArgument> {
+        settings.validate()?;
+        let mut live = self.settings.write();
+        self.registry.reconfigure(settings.registry_config())?;
+        *live = settings;
+        Ok(())
     }
 }
 
 impl Drop for Mesh {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn run_checker(registry: &Registry, signal: &StopSignal) {
-    let stopped = || *signal.stopped.lock();
-    while !stopped() {
-        registry.check_all(stopped);
-        let interval = registry.config().health.interval;
-        let mut guard = signal.stopped.lock();
-        if !*guard {
-            signal.wake.wait_for(&mut guard, interval);
-        }
     }
 }
 
@@ -446,7 +561,7 @@ mod tests {
         assert_eq!(mesh.settings().breaker_failure_rate, 0.3);
         assert_eq!(mesh.reload(), Ok(false));
         let err = mesh.stage(|s| s.breaker_failure_rate = 1.5).unwrap_err();
-        assert_eq!(err.argument, "failure_rate");
+        assert_eq!(err.argument, "circuit_breaker_failure_rate");
         assert_eq!(mesh.settings().breaker_failure_rate, 0.3);
     }
 
@@ -542,5 +657,175 @@ mod tests {
         mesh.record(in_flight.instance(), true, Duration::from_millis(1));
         mesh.record(in_flight.instance(), false, Duration::from_millis(1));
         assert_eq!((mesh.total_requests(), mesh.failed_requests()), (2, 1));
+    }
+
+    /// A port with nothing listening on it (bound, then released).
+    fn closed_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn unknown_instances_wait_for_their_first_scheduled_check() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let settings = MeshSettings {
+            initial_health: InitialHealth::Unknown,
+            ..MeshSettings::default()
+        };
+        let mesh = Mesh::new(settings).unwrap();
+        mesh.register(endpoint(health_server(healthy))).unwrap();
+        assert_eq!(mesh.healthy_count("user-service"), 0);
+        assert_eq!(
+            mesh.registry().instances("user-service")[0].health(),
+            Health::Unknown
+        );
+        mesh.start().unwrap();
+        for _ in 0..200 {
+            if mesh.healthy_count("user-service") == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        mesh.stop();
+        assert_eq!(mesh.healthy_count("user-service"), 1);
+        assert!(mesh.health_checks() >= 1);
+    }
+
+    #[test]
+    fn explicit_initial_health_skips_the_probe_and_set_health_overrides_it() {
+        let mesh = Mesh::new(MeshSettings::default()).unwrap();
+        let port = closed_port();
+        mesh.register_with(endpoint(port), InitialHealth::Healthy)
+            .unwrap();
+        assert_eq!(mesh.healthy_count("user-service"), 1);
+        let before = mesh.revision();
+        assert!(mesh.set_health("user-service", "127.0.0.1", port, false));
+        assert!(mesh.revision() > before);
+        assert_eq!(mesh.healthy_count("user-service"), 0);
+        assert!(!mesh.set_health("user-service", "127.0.0.1", port + 1, true));
+        // A sweep finds nothing listening.
+        mesh.set_health("user-service", "127.0.0.1", port, true);
+        assert_eq!(mesh.check_all(), 1);
+        assert_eq!(mesh.healthy_count("user-service"), 1); // unhealthy_threshold is 2
+        mesh.check_all();
+        assert_eq!(mesh.healthy_count("user-service"), 0);
+    }
+
+    #[test]
+    fn updates_keep_requests_in_flight_and_the_breaker() {
+        let settings = MeshSettings {
+            breaker_minimum_calls: 2,
+            breaker_window: 2,
+            ..MeshSettings::default()
+        };
+        let mesh = Mesh::new(settings).unwrap();
+        let port = closed_port();
+        mesh.register_with(endpoint(port), InitialHealth::Healthy)
+            .unwrap();
+        let call = mesh.discover("user-service", None, None).unwrap();
+        for _ in 0..2 {
+            mesh.record(call.instance(), false, Duration::from_millis(4));
+        }
+        let mut changed = endpoint(port);
+        changed.zone = "eu-1".into();
+        assert_eq!(
+            mesh.register_with(changed, InitialHealth::Unknown),
+            Ok(Registered::Updated)
+        );
+        let instance = mesh
+            .registry()
+            .instance("user-service", "127.0.0.1", port)
+            .unwrap();
+        assert_eq!(instance.endpoint.zone, "eu-1");
+        assert_eq!(instance.health(), Health::Healthy);
+        assert_eq!(instance.active_requests(), 1);
+        assert_eq!(instance.latency_ewma(), Some(Duration::from_millis(4)));
+        // Still open: re-registering does not wipe a failing instance's record.
+        assert!(mesh.discover("user-service", None, None).is_none());
+        drop(call);
+        assert_eq!(instance.active_requests(), 0);
+    }
+
+    #[test]
+    fn resolve_all_lists_every_healthy_instance_of_a_name() {
+        let mesh = Mesh::new(MeshSettings::default()).unwrap();
+        let ports: Vec<u16> = (0..6).map(|_| closed_port()).collect();
+        for (n, &port) in ports.iter().enumerate() {
+            let mut e = endpoint(port);
+            e.version = if n < 4 { "v1" } else { "v2" }.into();
+            let initial = if n == 5 {
+                InitialHealth::Unhealthy
+            } else {
+                InitialHealth::Healthy
+            };
+            mesh.register_with(e, initial).unwrap();
+        }
+        let all = mesh.resolve_all("user-service.service.dmsc.").unwrap();
+        let mut found: Vec<u16> = all.iter().map(|i| i.endpoint.port).collect();
+        found.sort_unstable();
+        let mut expected = ports[..5].to_vec();
+        expected.sort_unstable();
+        assert_eq!(found, expected);
+        assert_eq!(
+            mesh.resolve_all("v2.user-service.service.dmsc")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            mesh.resolve_all("v9.user-service.service.dmsc")
+                .map(|v| v.len()),
+            Some(0)
+        );
+        assert!(mesh.resolve_all("other.service.dmsc").is_none());
+        assert!(mesh.resolve_all("user-service.service.elsewhere").is_none());
+        mesh.set_health("user-service", "127.0.0.1", ports[4], false);
+        assert_eq!(
+            mesh.resolve_all("v2.user-service.service.dmsc")
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn attachments_come_back_with_picked_instances() {
+        let mesh = Mesh::new(MeshSettings::default()).unwrap();
+        let tag: Attachment = Arc::new("tag".to_owned());
+        mesh.register_attached(endpoint(closed_port()), InitialHealth::Healthy, Some(tag))
+            .unwrap();
+        let picked = mesh.pick("user-service", None, None).unwrap();
+        let attached = picked.attachment().unwrap().downcast_ref::<String>();
+        assert_eq!(attached.map(String::as_str), Some("tag"));
+        assert_eq!(picked.active_requests(), 0);
+    }
+
+    #[test]
+    fn reconfigure_applies_everything_or_nothing() {
+        let mesh = Mesh::new(MeshSettings::default()).unwrap();
+        let next = MeshSettings {
+            algorithm: Algorithm::Maglev,
+            domain: "mesh.local".into(),
+            ..MeshSettings::default()
+        };
+        let before = mesh.revision();
+        mesh.reconfigure(next.clone()).unwrap();
+        assert_eq!(mesh.settings(), next);
+        assert!(mesh.revision() > before);
+        let bad = MeshSettings {
+            health: HealthCheckConfig {
+                workers: 0,
+                ..HealthCheckConfig::default()
+            },
+            ..next.clone()
+        };
+        assert_eq!(
+            mesh.reconfigure(bad).unwrap_err().argument,
+            "health_check_workers"
+        );
+        assert_eq!(mesh.settings(), next);
     }
 }

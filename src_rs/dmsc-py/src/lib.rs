@@ -11,6 +11,7 @@ mod clock;
 mod errors;
 mod hashing;
 mod limits;
+mod mesh;
 mod metrics;
 mod pickers;
 
@@ -34,5 +35,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     metrics::register(m)?;
     limits::register(m)?;
     breaker::register(m)?;
+    mesh::register(m)?;
     Ok(())
 }

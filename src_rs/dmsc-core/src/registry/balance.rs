@@ -186,6 +186,7 @@ mod tests {
                     },
                     Health::Healthy,
                     None,
+                    0,
                 ))
             })
             .collect()

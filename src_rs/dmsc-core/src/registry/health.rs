@@ -38,10 +38,53 @@ impl Health {
     }
 }
 
+/// The health a newly registered instance starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum InitialHealth {
+    /// Probe the instance once before registration returns and start with the result.
+    #[default]
+    Check,
+    /// Not discoverable until the first scheduled check passes (it runs at once). An update
+    /// of a registered instance keeps the health that instance already has.
+    Unknown,
+    /// Discoverable at once; the scheduled checks take it out if it fails them.
+    Healthy,
+    /// Not discoverable until it passes `healthy_threshold` scheduled checks.
+    Unhealthy,
+}
+
+impl InitialHealth {
+    /// All choices, in declaration order.
+    pub const ALL: [InitialHealth; 4] = [
+        InitialHealth::Check,
+        InitialHealth::Unknown,
+        InitialHealth::Healthy,
+        InitialHealth::Unhealthy,
+    ];
+
+    /// Lower-case name used by configuration files and the Python API.
+    pub fn name(self) -> &'static str {
+        match self {
+            InitialHealth::Check => "check",
+            InitialHealth::Unknown => "unknown",
+            InitialHealth::Healthy => "healthy",
+            InitialHealth::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// The choice called `name` (as [`InitialHealth::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|h| h.name() == name)
+    }
+}
+
+/// Most threads one health checker may probe with.
+pub const MAX_WORKERS: u32 = 1024;
+
 /// How often and how strictly instances are checked.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HealthCheckConfig {
-    /// Time between two checks of the same instance.
+    /// Mean time between two checks of the same instance.
     pub interval: Duration,
     /// Time allowed for connect + request + response.
     pub timeout: Duration,
@@ -49,6 +92,12 @@ pub struct HealthCheckConfig {
     pub healthy_threshold: u32,
     /// Consecutive failures that make a healthy instance unhealthy.
     pub unhealthy_threshold: u32,
+    /// Fraction in [0, 1] by which each wait between two checks of an instance varies at
+    /// random around `interval` (0.1: between 0.9 and 1.1 intervals), so that instances
+    /// registered together are not probed in bursts.
+    pub jitter: f64,
+    /// Threads probing in parallel (probes block on the network, so one core keeps many busy).
+    pub workers: u32,
 }
 
 impl Default for HealthCheckConfig {
@@ -58,6 +107,8 @@ impl Default for HealthCheckConfig {
             timeout: Duration::from_secs(1),
             healthy_threshold: 1,
             unhealthy_threshold: 2,
+            jitter: 0.1,
+            workers: 4,
         }
     }
 }
@@ -66,10 +117,16 @@ impl HealthCheckConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), InvalidArgument> {
         if self.interval.is_zero() {
-            return Err(InvalidArgument::new("health_check_interval", "must be > 0"));
+            return Err(InvalidArgument::new(
+                "health_check_interval",
+                "must be longer than 0",
+            ));
         }
         if self.timeout.is_zero() {
-            return Err(InvalidArgument::new("health_check_timeout", "must be > 0"));
+            return Err(InvalidArgument::new(
+                "health_check_timeout",
+                "must be longer than 0",
+            ));
         }
         if self.healthy_threshold == 0 {
             return Err(InvalidArgument::new(
@@ -83,7 +140,26 @@ impl HealthCheckConfig {
                 "must be at least 1",
             ));
         }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(InvalidArgument::new(
+                "health_check_jitter",
+                format!("must be a fraction between 0 and 1, got {}", self.jitter),
+            ));
+        }
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(InvalidArgument::new(
+                "health_check_workers",
+                format!("must be between 1 and {MAX_WORKERS}, got {}", self.workers),
+            ));
+        }
         Ok(())
+    }
+
+    /// The wait before the next check of an instance: `interval` scaled by a random factor in
+    /// `[1 - jitter, 1 + jitter]` (`unit` is uniform in [0, 1)), so the mean stays `interval`.
+    pub fn next_wait(&self, unit: f64) -> Duration {
+        self.interval
+            .mul_f64((1.0 + self.jitter * (2.0 * unit - 1.0)).max(0.0))
     }
 }
 
@@ -198,6 +274,55 @@ mod tests {
         assert!(probe("127.0.0.1", port, "", Duration::from_secs(1)));
         drop(listener);
         assert!(!probe("127.0.0.1", port, "", Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn jitter_and_workers_are_validated() {
+        for jitter in [-0.1, 1.5, f64::NAN] {
+            let config = HealthCheckConfig {
+                jitter,
+                ..HealthCheckConfig::default()
+            };
+            assert_eq!(
+                config.validate().unwrap_err().argument,
+                "health_check_jitter"
+            );
+        }
+        for workers in [0, MAX_WORKERS + 1] {
+            let config = HealthCheckConfig {
+                workers,
+                ..HealthCheckConfig::default()
+            };
+            assert_eq!(
+                config.validate().unwrap_err().argument,
+                "health_check_workers"
+            );
+        }
+    }
+
+    #[test]
+    fn waits_vary_within_the_jitter_around_the_interval() {
+        let config = HealthCheckConfig {
+            interval: Duration::from_secs(1),
+            jitter: 0.2,
+            ..HealthCheckConfig::default()
+        };
+        assert_eq!(config.next_wait(0.0), Duration::from_millis(800));
+        assert_eq!(config.next_wait(0.5), Duration::from_secs(1));
+        assert!(config.next_wait(0.999_999) <= Duration::from_millis(1200));
+        let steady = HealthCheckConfig {
+            jitter: 0.0,
+            ..config
+        };
+        assert_eq!(steady.next_wait(0.9), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn initial_health_names_round_trip() {
+        for initial in InitialHealth::ALL {
+            assert_eq!(InitialHealth::from_name(initial.name()), Some(initial));
+        }
+        assert_eq!(InitialHealth::from_name("maybe"), None);
     }
 
     #[test]
