@@ -16,10 +16,14 @@ APT_PACKAGES := build-essential pkg-config python3-dev valgrind etcd-server dnsu
 BUILD_INPUTS := setup.py pyproject.toml $(shell find src_rs -path src_rs/target -prune -o \
 	\( -name '*.rs' -o -name 'Cargo.*' -o -name '*.h' \) -print) $(wildcard pyx/*.pyx pyx/*.pxd)
 
-.PHONY: up test build bench lint fmt clean sysdeps rust-test py-test
+.PHONY: up up-distributed test build bench lint fmt clean sysdeps rust-test py-test
 
 up: build
 	$(VENV)/bin/dmsc up
+
+# The same local mesh on a local etcd, as a mesh spanning machines would run.
+up-distributed: build
+	$(VENV)/bin/dmsc up --etcd
 
 test: build
 	$(MAKE) lint rust-test py-test
@@ -35,6 +39,7 @@ py-test: build
 bench: build
 	$(CARGO) bench $(CARGO_FLAGS) -p dmsc-core -- --quiet
 	$(PY) benches/run.py
+	$(PY) benches/control_plane.py
 	mkdir -p bench-results
 	gcc -O2 -std=c11 -Wall -Wextra -Werror benches/c/discover_bench.c -o bench-results/discover_bench \
 		$$($(PY) -m dmsc.capi --cflags --libs)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +16,20 @@ DMSC = [sys.executable, "-m", "dmsc.cli"]
 
 
 @pytest.fixture
-def mesh() -> Iterator[tuple[subprocess.Popen[str], int]]:
+def mesh(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     proc = subprocess.Popen(
-        [*DMSC, "up", "--http", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True
+        [
+            *DMSC,
+            "up",
+            "--http",
+            "127.0.0.1:0",
+            "--dns",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     port = 0
@@ -43,11 +55,25 @@ def test_up_serves_dashboard_and_build_info(mesh: tuple[subprocess.Popen[str], i
     _, port = mesh
     status, body = get(port, "/")
     assert status == 200 and b"dmsc controller" in body
+    assert b"greeter" in body and b"catalog" in body
     status, body = get(port, "/v1/build")
     assert status == 200
     assert json.loads(body)["rust"] is True
     assert get(port, "/healthz") == (200, b"ok\n")
     assert get(port, "/nope")[0] == 404
+
+
+def test_up_registers_sample_services_in_two_versions(
+    mesh: tuple[subprocess.Popen[str], int],
+) -> None:
+    _, port = mesh
+    status, body = get(port, "/v1/registry/services")
+    assert status == 200
+    services = {s["name"]: s for s in json.loads(body)["services"]}
+    assert set(services) == {"greeter", "catalog"}
+    versions = {i["version"] for i in services["greeter"]["instances"]}
+    assert versions == {"v1", "v2"}
+    assert services["greeter"]["healthy"] == 3
 
 
 def test_up_refuses_malformed_requests(mesh: tuple[subprocess.Popen[str], int]) -> None:

@@ -11,11 +11,15 @@ import dmsc.capi
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def test_python_example_runs() -> None:
+def test_python_examples_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert blocks, "the README has a Python example"
+    assert len(blocks) == 2, "the README has the Mesh and the dmsc_fast examples"
     namespace: dict[str, object] = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["count"] == 2
+    assert getattr(namespace["v2"], "port", None) == 9002
+    assert namespace["found"] is not None
     assert namespace["host"] in {"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}
     assert namespace["info"] == {**namespace["info"], "rust": True, "cython": True}  # type: ignore[dict-item]
     assert "requests_total" in str(namespace["text"])

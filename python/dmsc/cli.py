@@ -4,63 +4,314 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import uvloop
 
 import dmsc_fast
-from dmsc.controller import Controller
+from dmsc.config import ConfigError, load_config, parse_address
+from dmsc.controller import Controller, ControllerConfig
+
+DEFAULT_CONTROLLER = "http://127.0.0.1:8500"
 
 
-def host_port(value: str) -> tuple[str, int]:
-    """Parses ``HOST:PORT`` (port 0 picks a free port)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host, int(port)
+def _address(value: str) -> tuple[str, int]:
+    try:
+        return parse_address(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).partition(": ")[2]) from err
 
 
-async def _up(http: tuple[str, int]) -> None:
-    controller = Controller(*http)
-    await controller.start()
+# ---- talking to a controller ------------------------------------------------------------
+
+
+class CommandError(Exception):
+    """A command failed; the message is for the user."""
+
+
+def call(controller: str, method: str, path: str, body: object = None) -> Any:
+    """One JSON request to the controller's API."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        controller.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"} if data is not None else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        try:
+            message = json.loads(err.read()).get("error", err.reason)
+        except (ValueError, AttributeError):
+            message = err.reason
+        raise CommandError(f"{err.code}: {message}") from err
+    except urllib.error.URLError as err:
+        raise CommandError(f"cannot reach the controller at {controller}: {err.reason}") from err
+
+
+def print_table(rows: Sequence[Sequence[str]], out: Any = sys.stdout) -> None:
+    """Prints rows as aligned columns (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)), file=out
+        )
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    host, port = args.address
+    body: dict[str, Any] = {
+        "name": args.name,
+        "host": host,
+        "port": port,
+        "version": args.version,
+        "health_check_url": args.health_check_url,
+        "zone": args.zone,
+        "cluster": args.cluster,
+        "weight": args.weight,
+        "labels": dict(label.split("=", 1) for label in args.label),
+    }
+    if args.ttl is not None:
+        body["ttl"] = args.ttl
+    result = call(args.controller, "PUT", "/v1/registry/instances", body)
+    print(f"registered {result['id']} (revision {result['revision']})")
+    return 0
+
+
+def cmd_deregister(args: argparse.Namespace) -> int:
+    host, port = args.address
+    result = call(args.controller, "DELETE", f"/v1/registry/instances/{args.name}/{host}:{port}")
+    print(f"deregistered {result['id']}")
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    query = []
+    if args.version:
+        query.append(f"version={urllib.parse.quote(args.version)}")
+    if args.key:
+        query.append(f"key={urllib.parse.quote(args.key)}")
+    path = f"/v1/registry/discover/{args.name}" + ("?" + "&".join(query) if query else "")
+    endpoint = call(args.controller, "GET", path)
+    print(
+        f"{endpoint['host']}:{endpoint['port']}"
+        + (" " + endpoint["version"] if endpoint["version"] else "")
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = call(args.controller, "GET", "/v1/status")
+    registry = call(args.controller, "GET", "/v1/registry/services")
+    print(
+        f"controller {args.controller}: {status['status']} (store {status['store']}, "
+        f"revision {status['revision']})"
+    )
+    rows = [["SERVICE", "INSTANCE", "VERSION", "ZONE", "HEALTH", "IN FLIGHT"]]
+    for service in registry["services"]:
+        for instance in service["instances"]:
+            rows.append(
+                [
+                    service["name"],
+                    f"{instance['host']}:{instance['port']}",
+                    instance["version"] or "-",
+                    instance["zone"] or "-",
+                    instance["health"],
+                    str(instance["active_requests"]),
+                ]
+            )
+    if len(rows) == 1:
+        print("no services registered")
+    else:
+        print_table(rows)
+    return 0
+
+
+# ---- running the controller -------------------------------------------------------------
+
+
+def controller_config(args: argparse.Namespace) -> ControllerConfig:
+    config = load_config(args.config) if args.config else ControllerConfig()
+    if args.http is not None:
+        config.http = args.http
+    if args.dns is not None:
+        config.dns = None if args.dns == "off" else _address(args.dns)
+    if args.store is not None:
+        config.store = args.store
+    if args.domain is not None:
+        config.mesh = dataclasses.replace(config.mesh, domain=args.domain)
+    return config
+
+
+def _stop_on_signals() -> Callable[[], Awaitable[None]]:
+    """Installs SIGINT/SIGTERM handlers now (before anything is announced) and returns
+    the coroutine function that waits for one of them."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    info = dmsc_fast.build_info()
-    print(
-        f"dmsc {info['version']} is up ({info['profile']} build)\n"
-        f"  dashboard: {controller.url}\n"
-        f"  admin API: {controller.url}v1/build\n"
-        "Press Ctrl-C to stop.",
-        flush=True,
-    )
-    await stop.wait()
+
+    async def wait() -> None:
+        await stop.wait()
+
+    return wait
+
+
+async def _run_controller(config: ControllerConfig) -> None:
+    wait = _stop_on_signals()
+    controller = Controller(config)
+    await controller.start()
+    dns = f"{config.dns[0]}:{controller.dns.port}" if config.dns and controller.dns else "off"
+    print(f"dmsc controller on {controller.url} (DNS {dns}, store {config.store})", flush=True)
+    await wait()
     await controller.close()
-    print("dmsc stopped.", flush=True)
+    print("dmsc controller stopped.", flush=True)
+
+
+def cmd_controller(args: argparse.Namespace) -> int:
+    uvloop.run(_run_controller(controller_config(args)))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from dmsc.up import run_up
+
+    state = Path(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    config = controller_config(args)
+    etcd = None
+    if args.etcd:
+        from dmsc.store.etcd_server import EtcdServer, etcd_binary
+
+        binary = etcd_binary()
+        if binary is None:
+            raise CommandError("--etcd needs etcd installed (Debian package etcd-server)")
+        etcd = EtcdServer(binary, state / "etcd")
+        print(f"starting etcd on {etcd.client_url} ... ", end="", flush=True)
+        etcd.start()
+        print("ok")
+        config.store = etcd.url
+    elif args.store is None and not args.config:
+        config.store = f"sqlite:{state / 'registry.db'}"
+
+    async def up() -> None:
+        await run_up(config, _stop_on_signals())
+
+    try:
+        uvloop.run(up())
+    finally:
+        if etcd is not None:
+            etcd.stop()
+    return 0
+
+
+def cmd_build_info(_: argparse.Namespace) -> int:
+    json.dump(dmsc_fast.build_info(), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _controller_flags(parser: argparse.ArgumentParser, http_default: str) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    parser.add_argument(
+        "--http",
+        type=_address,
+        metavar="HOST:PORT",
+        help=f"registry API and dashboard (default {http_default})",
+    )
+    parser.add_argument(
+        "--dns", metavar="HOST:PORT|off", help="DNS interface, UDP and TCP (default 127.0.0.1:8600)"
+    )
+    parser.add_argument(
+        "--store", metavar="URL", help="memory:, sqlite:PATH or etcd://HOST:PORT[,HOST:PORT]"
+    )
+    parser.add_argument("--domain", help="DNS domain of service names (default dmsc)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmsc", description="The dmsc service mesh.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start a local mesh: controller and sample services")
+    _controller_flags(up, "127.0.0.1:8500")
+    up.add_argument("--state-dir", default=".dmsc", help="where the local mesh keeps its state")
+    up.add_argument(
+        "--etcd",
+        action="store_true",
+        help="run a local etcd (Debian etcd-server) and use it as the store, as a "
+        "mesh spanning machines would",
+    )
+    up.set_defaults(run=cmd_up)
+
+    controller = commands.add_parser("controller", help="run the controller")
+    _controller_flags(controller, "127.0.0.1:8500")
+    controller.set_defaults(run=cmd_controller)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--controller",
+        default=DEFAULT_CONTROLLER,
+        metavar="URL",
+        help=f"controller API (default {DEFAULT_CONTROLLER})",
+    )
+
+    register = commands.add_parser("register", parents=[client], help="register an instance")
+    register.add_argument("name")
+    register.add_argument("address", type=_address, metavar="HOST:PORT")
+    register.add_argument("--version", default="")
+    register.add_argument("--health-check-url", default="", metavar="PATH")
+    register.add_argument("--zone", default="")
+    register.add_argument("--cluster", default="")
+    register.add_argument("--weight", type=int, default=1)
+    register.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    register.add_argument(
+        "--ttl", type=float, metavar="SECONDS", help="expire unless refreshed with heartbeats"
+    )
+    register.set_defaults(run=cmd_register)
+
+    deregister = commands.add_parser("deregister", parents=[client], help="deregister an instance")
+    deregister.add_argument("name")
+    deregister.add_argument("address", type=_address, metavar="HOST:PORT")
+    deregister.set_defaults(run=cmd_deregister)
+
+    discover = commands.add_parser(
+        "discover", parents=[client], help="pick a healthy instance of a service"
+    )
+    discover.add_argument("name")
+    discover.add_argument("--version")
+    discover.add_argument("--key", help="hash key for consistent hashing")
+    discover.set_defaults(run=cmd_discover)
+
+    status = commands.add_parser(
+        "status", parents=[client], help="services, instances, health and versions"
+    )
+    status.set_defaults(run=cmd_status)
+
+    build = commands.add_parser("build-info", help="compiled parts in use, as JSON")
+    build.set_defaults(run=cmd_build_info)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dmsc", description="The dmsc service mesh.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    up = commands.add_parser("up", help="start a local mesh and print the dashboard URL")
-    up.add_argument(
-        "--http",
-        type=host_port,
-        default=("127.0.0.1", 8500),
-        metavar="HOST:PORT",
-        help="address of the dashboard and admin API (default 127.0.0.1:8500)",
-    )
-    commands.add_parser("build-info", help="print which compiled parts are loaded, as JSON")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "up":
-        uvloop.run(_up(args.http))
-    elif args.command == "build-info":
-        json.dump(dmsc_fast.build_info(), sys.stdout, indent=2)
-        print()
-    return 0
+    try:
+        code: int = args.run(args)
+    except (CommandError, ConfigError, ValueError) as err:
+        print(f"dmsc {args.command}: {err}", file=sys.stderr)
+        return 1
+    return code
 
 
 if __name__ == "__main__":
