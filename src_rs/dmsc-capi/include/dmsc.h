@@ -117,6 +117,15 @@ int dmsc_service_mesh_config_set_health_check_timeout_ms(DMSCServiceMeshConfig *
 int dmsc_service_mesh_config_set_health_check_thresholds(DMSCServiceMeshConfig *config, uint32_t healthy_threshold, uint32_t unhealthy_threshold);
 /* DNS domain of service names for dmsc_service_mesh_resolve (default "dmsc"). */
 int dmsc_service_mesh_config_set_domain(DMSCServiceMeshConfig *config, const char *domain);
+/* Joins the dmsc controller at address ("http://HOST:PORT" or "HOST:PORT"; NULL or "" =
+ * standalone, the default). Such a mesh sends register/deregister to the controller
+ * (DMSC_ERR_INVALID_ARGUMENT with the controller's message when it refuses an endpoint,
+ * DMSC_ERR_IO when it cannot be reached) and discovers from a local copy of the controller's
+ * registry: updated after each of its own writes, and followed in the background between
+ * dmsc_service_mesh_start (which fetches it first; DMSC_ERR_IO if unreachable) and
+ * dmsc_service_mesh_stop. So native and Python programs, and the controller's DNS, see one
+ * registry. Health is checked by the controller, not by this process. */
+int dmsc_service_mesh_config_set_controller(DMSCServiceMeshConfig *config, const char *address);
 
 /* Runtime forms taking the mesh: the change is validated at once and staged, and
  * dmsc_service_mesh_reload_config applies every staged change atomically. */

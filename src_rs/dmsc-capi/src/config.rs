@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use dmsc_core::mesh::MeshSettings;
 use dmsc_core::registry::Algorithm;
+use dmsc_core::remote::Controller;
 
 use crate::error::{guard, guard_status, Failure, FfiResult, DMSC_ERR_INVALID_ARGUMENT};
 use crate::mesh::DMSCServiceMesh;
@@ -19,6 +20,8 @@ use crate::ptr::{free, into_raw, object, object_mut, text};
 #[derive(Debug, Default)]
 pub struct DMSCServiceMeshConfig {
     pub(crate) settings: MeshSettings,
+    /// The controller a mesh made from this configuration joins (`None`: standalone).
+    pub(crate) controller: Option<Controller>,
 }
 
 /// Creates a configuration with the defaults. Free it with `dmsc_service_mesh_config_free`.
@@ -304,4 +307,33 @@ pub unsafe extern "C" fn dmsc_service_mesh_config_set_domain(
     };
     // SAFETY: forwarded contract.
     unsafe { apply(config, move |s| s.domain = domain) }
+}
+
+/// Makes meshes created from `config` join the controller at `address`
+/// (`"http://HOST:PORT"` or `"HOST:PORT"`): registrations go to the controller, and discovery
+/// reads a local mirror of its registry. NULL or "" means standalone (the default).
+///
+/// # Safety
+/// `config` must be NULL or a live configuration; `address` NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn dmsc_service_mesh_config_set_controller(
+    config: *mut DMSCServiceMeshConfig,
+    address: *const c_char,
+) -> c_int {
+    guard_status(|| {
+        // SAFETY: checked for NULL; validity is the caller's contract.
+        let config = unsafe { object_mut(config, "config")? };
+        let address = if address.is_null() {
+            ""
+        } else {
+            // SAFETY: non-NULL and NUL-terminated, as the caller guarantees.
+            unsafe { text(address, "address")? }
+        };
+        config.controller = if address.is_empty() {
+            None
+        } else {
+            Some(Controller::parse(address)?)
+        };
+        Ok(())
+    })
 }

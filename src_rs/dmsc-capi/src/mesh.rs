@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use dmsc_core::mesh::{LifecycleError, Mesh};
 use dmsc_core::registry::InFlight;
+use dmsc_core::remote::{Mirror, RemoteError};
 use dmsc_core::trace::TRACEPARENT_LEN;
 
 use crate::config::DMSCServiceMeshConfig;
@@ -21,6 +22,19 @@ use crate::ptr::{free, into_raw, object, object_mut, text};
 #[derive(Debug)]
 pub struct DMSCServiceMesh {
     pub(crate) core: Mesh,
+    /// The controller's registry mirrored into `core`'s, when the mesh joined one.
+    pub(crate) mirror: Option<Mirror>,
+}
+
+/// The C error of a failed call to the controller.
+fn remote_failure(err: RemoteError) -> Failure {
+    let code = match err {
+        RemoteError::Rejected(_) => DMSC_ERR_INVALID_ARGUMENT,
+        RemoteError::NotFound(_) => DMSC_ERR_NOT_FOUND,
+        RemoteError::Unreachable(_) | RemoteError::Protocol(_) => DMSC_ERR_IO,
+        RemoteError::Stopped => DMSC_ERR_STATE,
+    };
+    Failure::new(code, err.to_string())
 }
 
 /// Creates a stopped mesh with a copy of `config`. Returns NULL on error (see
@@ -36,7 +50,11 @@ pub unsafe extern "C" fn dmsc_service_mesh_new(
         // SAFETY: checked for NULL; validity is the caller's contract.
         let config = unsafe { object(config, "config")? };
         let core = Mesh::new(config.settings.clone())?;
-        Ok(into_raw(DMSCServiceMesh { core }))
+        let mirror = config
+            .controller
+            .clone()
+            .map(|controller| Mirror::new(controller, std::sync::Arc::clone(core.registry())));
+        Ok(into_raw(DMSCServiceMesh { core, mirror }))
     })
 }
 
@@ -54,7 +72,9 @@ pub unsafe extern "C" fn dmsc_service_mesh_free(mesh: *mut DMSCServiceMesh) {
     });
 }
 
-/// Starts the mesh: background health checks of every registered instance.
+/// Starts the mesh: background health checks of every registered instance. A mesh that
+/// joined a controller instead fetches the controller's registry (`DMSC_ERR_IO` when it cannot
+/// be reached) and follows its changes in the background; the controller checks health.
 ///
 /// # Safety
 /// `mesh` must be NULL or a live mesh.
@@ -63,6 +83,12 @@ pub unsafe extern "C" fn dmsc_service_mesh_start(mesh: *mut DMSCServiceMesh) -> 
     guard_status(|| {
         // SAFETY: checked for NULL; validity is the caller's contract.
         let mesh = unsafe { object(mesh, "mesh")? };
+        if let Some(mirror) = &mesh.mirror {
+            return match mirror.start().map_err(remote_failure)? {
+                true => Ok(()),
+                false => Err(Failure::new(DMSC_ERR_STATE, "the mesh is already running")),
+            };
+        }
         mesh.core.start().map_err(|err| {
             let code = match err {
                 LifecycleError::AlreadyRunning => DMSC_ERR_STATE,
@@ -81,13 +107,21 @@ pub unsafe extern "C" fn dmsc_service_mesh_start(mesh: *mut DMSCServiceMesh) -> 
 pub unsafe extern "C" fn dmsc_service_mesh_stop(mesh: *mut DMSCServiceMesh) -> c_int {
     guard_status(|| {
         // SAFETY: checked for NULL; validity is the caller's contract.
-        unsafe { object(mesh, "mesh")? }.core.stop();
+        let mesh = unsafe { object(mesh, "mesh")? };
+        if let Some(mirror) = &mesh.mirror {
+            mirror.stop();
+        }
+        mesh.core.stop();
         Ok(())
     })
 }
 
 /// Registers a copy of `endpoint`, checking its health once before returning. Registering the
 /// same service, host and port again updates that instance.
+///
+/// A mesh that joined a controller registers with the controller instead (which checks the
+/// instance's health): `DMSC_ERR_INVALID_ARGUMENT` with the controller's message when it refuses
+/// the endpoint, `DMSC_ERR_IO` when it cannot be reached.
 ///
 /// # Safety
 /// `mesh` and `endpoint` must be NULL or live objects.
@@ -99,6 +133,9 @@ pub unsafe extern "C" fn dmsc_service_mesh_register(
     guard_status(|| {
         // SAFETY: checked for NULL; validity is the caller's contract.
         let (mesh, endpoint) = unsafe { (object(mesh, "mesh")?, object(endpoint, "endpoint")?) };
+        if let Some(mirror) = &mesh.mirror {
+            return mirror.register(&endpoint.endpoint).map_err(remote_failure);
+        }
         mesh.core.register(endpoint.endpoint.clone())?;
         Ok(())
     })
@@ -106,6 +143,9 @@ pub unsafe extern "C" fn dmsc_service_mesh_register(
 
 /// Removes the instance with `endpoint`'s service name, host and port.
 /// Returns `DMSC_ERR_NOT_FOUND` when there is none.
+///
+/// A mesh that joined a controller deregisters from the controller (`DMSC_ERR_IO` when it
+/// cannot be reached).
 ///
 /// # Safety
 /// `mesh` and `endpoint` must be NULL or live objects.
@@ -118,6 +158,11 @@ pub unsafe extern "C" fn dmsc_service_mesh_deregister(
         // SAFETY: checked for NULL; validity is the caller's contract.
         let (mesh, endpoint) = unsafe { (object(mesh, "mesh")?, object(endpoint, "endpoint")?) };
         let e = &endpoint.endpoint;
+        if let Some(mirror) = &mesh.mirror {
+            return mirror
+                .deregister(&e.name, &e.host, e.port)
+                .map_err(remote_failure);
+        }
         if mesh.core.deregister(&e.name, &e.host, e.port) {
             Ok(())
         } else {

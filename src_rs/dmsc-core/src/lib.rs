@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pick;
 pub mod ratelimit;
 pub mod registry;
+pub mod remote;
 pub mod trace;
 
 pub use error::InvalidArgument;
