@@ -8,10 +8,11 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support import MEMCHECK, HealthHandler, health_server
 
 import dmsc
 import dmsc.capi
@@ -21,36 +22,13 @@ HEADER = dmsc.capi.include_dir() / "dmsc.h"
 LIBRARY = dmsc.capi.lib_dir() / "libdmsc.so"
 STRICT_C = ["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 STRICT_CXX = ["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror"]
-# Definite and indirect leaks fail; "still reachable" process-lifetime statics do not.
-MEMCHECK = [
-    "valgrind",
-    "--error-exitcode=99",
-    "--leak-check=full",
-    "--errors-for-leak-kinds=definite,indirect",
-    "--show-leak-kinds=definite,indirect",
-]
-
-
-class _Health(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        status = 200 if self.path == "/health" else 404
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def health_port() -> Iterator[int]:
     """A real HTTP server on loopback answering GET /health with 200."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with health_server() as server:
+        yield server.server_address[1]
 
 
 def build(tmp_path: Path, source: str, compiler: list[str], *extra: str) -> Path:
@@ -96,7 +74,7 @@ def test_specification_example_is_clean_under_memcheck(tmp_path: Path, health_po
 
 
 def test_mesh_behaviour_behind_the_api(tmp_path: Path) -> None:
-    servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Health) for _ in range(3)]
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), HealthHandler) for _ in range(3)]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

@@ -2,116 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import selectors
-import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support import MEMCHECK, ControllerProcess, health_server
 
 import dmsc.capi
 
 C_SOURCE = Path(__file__).parent / "c" / "controller_join.c"
 STRICT_C = ["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror"]
-MEMCHECK = [
-    "valgrind",
-    "--error-exitcode=99",
-    "--leak-check=full",
-    "--errors-for-leak-kinds=definite,indirect",
-    "--show-leak-kinds=definite,indirect",
-]
-DMSC_CONTROLLER = [sys.executable, "-m", "dmsc.cli", "controller"]
-BANNER = re.compile(r"dmsc controller on http://127\.0\.0\.1:(\d+)/ \(DNS 127\.0\.0\.1:(\d+)")
-
-
-class _Health(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/health" else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def health_port() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-class Controller:
-    """A `dmsc controller` process on loopback ports it picks itself."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                *DMSC_CONTROLLER,
-                "--http",
-                "127.0.0.1:0",
-                "--dns",
-                "127.0.0.1:0",
-                "--store",
-                "memory:",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = BANNER.search(line)
-        assert match, f"no banner: {line!r}"
-        self.url = f"http://127.0.0.1:{match.group(1)}"
-        self.dns_port = int(match.group(2))
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
-
-    def dig(self, *query: str) -> list[str]:
-        server = ["@127.0.0.1", "-p", str(self.dns_port)]
-        out = subprocess.run(
-            ["dig", *server, "+short", "+time=2", "+tries=1", *query],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return out.split()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
+    with health_server() as server:
+        yield server.server_address[1]
 
 
 @pytest.fixture
-def controller() -> Iterator[Controller]:
-    running = Controller()
+def controller() -> Iterator[ControllerProcess]:
+    running = ControllerProcess("--store", "memory:").start()
     yield running
     running.stop()
 
@@ -169,7 +85,9 @@ def build(tmp_path: Path, *extra: str) -> Path:
     return exe
 
 
-def wait_for_status(controller: Controller, path: str, status: int, timeout: float = 10) -> None:
+def wait_for_status(
+    controller: ControllerProcess, path: str, status: int, timeout: float = 10
+) -> None:
     deadline = time.monotonic() + timeout
     while controller.call("GET", path)[0] != status:
         assert time.monotonic() < deadline, f"{path} never answered {status}"
@@ -178,7 +96,7 @@ def wait_for_status(controller: Controller, path: str, status: int, timeout: flo
 
 @pytest.mark.parametrize("memcheck", [False, True], ids=["native", "memcheck"])
 def test_native_program_shares_the_controllers_registry(
-    tmp_path: Path, controller: Controller, health_port: int, memcheck: bool
+    tmp_path: Path, controller: ControllerProcess, health_port: int, memcheck: bool
 ) -> None:
     exe = build(tmp_path, "-g")
     unreachable = closed_port()
@@ -195,7 +113,8 @@ def test_native_program_shares_the_controllers_registry(
     assert instance["labels"] == {"lang": "c"}
     assert instance["health"] == "healthy"
     assert controller.dig("native-svc.service.dmsc", "A") == ["127.0.0.1"]
-    priority, weight, port, _target = controller.dig("v1.native-svc.service.dmsc", "SRV")
+    [srv] = controller.dig("v1.native-svc.service.dmsc", "SRV")
+    priority, weight, port, _target = srv.split()
     assert (priority, weight, port) == ("1", "1", str(health_port))
 
     # The reverse: a registration made through the API reaches the native program.

@@ -6,90 +6,25 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-DMSC = [sys.executable, "-m", "dmsc.cli"]
-BANNER = re.compile(
-    r"dmsc controller on http://127\.0\.0\.1:(\d+)/ \(DNS (?:127\.0\.0\.1:(\d+)|off)"
-)
-
-
-class Controller:
-    """A `dmsc controller` process on loopback with free ports."""
-
-    def __init__(self, *args: str) -> None:
-        self.args = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.dns_port = 0
-
-    def start(self) -> Controller:
-        self.proc = subprocess.Popen(
-            [*DMSC, "controller", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0", *self.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        match = BANNER.search(line)
-        assert match, f"no banner: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}"
-        self.port = int(match.group(1))
-        self.dns_port = int(match.group(2) or 0)
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
-
-    def stop(self, sig: int = signal.SIGINT) -> str:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        out, _ = self.proc.communicate(timeout=15)
-        return out
-
-
-class _Health(BaseHTTPRequestHandler):
-    healthy = True
-
-    def do_GET(self) -> None:
-        self.send_response(200 if type(self).healthy and self.path == "/health" else 503)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+from support import DMSC, health_server
+from support import ControllerProcess as Controller
 
 
 @pytest.fixture
 def service() -> Iterator[ThreadingHTTPServer]:
     """A real HTTP service on loopback whose /health can be switched off."""
-    handler = type("Handler", (_Health,), {"healthy": True})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with health_server() as server:
+        yield server
 
 
 @pytest.fixture
@@ -116,16 +51,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def dig(port: int, *query: str) -> list[str]:
-    out = subprocess.run(
-        ["dig", "@127.0.0.1", "-p", str(port), "+short", "+time=2", "+tries=1", *query],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line for line in out.splitlines() if line]
 
 
 def test_register_discover_list_and_deregister(
@@ -209,7 +134,7 @@ def test_health_checks_take_failing_instances_out_of_discovery(
         assert wait_for(lambda: running.call("GET", "/v1/registry/discover/web")[0] == 404)
         view = running.call("GET", "/v1/registry/services/web")[1]
         assert view["instances"][0]["health"] == "unhealthy"
-        assert dig(running.dns_port, "web.service.dmsc", "A") == []
+        assert running.dig("web.service.dmsc", "A") == []
         service.RequestHandlerClass.healthy = True  # type: ignore[attr-defined]
         assert wait_for(lambda: running.call("GET", "/v1/registry/discover/web")[0] == 200)
     finally:
@@ -259,9 +184,9 @@ def test_dns_answers_a_and_srv_for_healthy_instances(
 ) -> None:
     port = service.server_address[1]
     controller.call("PUT", "/v1/registry/instances", endpoint(service, version="v2"))
-    assert dig(controller.dns_port, "web.service.dmsc", "A") == ["127.0.0.1"]
-    assert dig(controller.dns_port, "+tcp", "v2.web.service.dmsc", "A") == ["127.0.0.1"]
-    [srv] = dig(controller.dns_port, "web.service.dmsc", "SRV")
+    assert controller.dig("web.service.dmsc", "A") == ["127.0.0.1"]
+    assert controller.dig("+tcp", "v2.web.service.dmsc", "A") == ["127.0.0.1"]
+    [srv] = controller.dig("web.service.dmsc", "SRV")
     assert srv.split()[2] == str(port)
     status = subprocess.run(
         ["dig", "@127.0.0.1", "-p", str(controller.dns_port), "+time=2", "nope.service.dmsc"],

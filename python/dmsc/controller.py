@@ -55,6 +55,15 @@ def registration_id(endpoint: ServiceEndpoint) -> str:
     return f"{endpoint.name}/{endpoint.host}:{endpoint.port}"
 
 
+def parse_registration_id(registration: str) -> tuple[str, str, int]:
+    """`<name>/<host>:<port>` -> (name, host, port); ValueError naming `id` otherwise."""
+    name, _, address = registration.partition("/")
+    host, _, port = address.rpartition(":")
+    if not (name and host and port.isdigit()):
+        raise ValueError("id: must be <name>/<host>:<port>")
+    return name, host, int(port)
+
+
 class Controller:
     """Runs the control plane until `close`."""
 
@@ -64,7 +73,6 @@ class Controller:
         self.store: Store = open_store(config.store)
         self.http = HttpServer(self._router(), *config.http)
         self.dns: DnsServer | None = None
-        self._ttl: dict[str, float | None] = {}
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._started = time.monotonic()
@@ -109,7 +117,6 @@ class Controller:
     async def _apply(self, registration: Registration) -> None:
         endpoint = ServiceEndpoint.from_dict(registration.endpoint)
         await self.mesh.aregister(endpoint)
-        self._ttl[registration.id] = registration.ttl
 
     async def register(self, endpoint: ServiceEndpoint, ttl: float | None) -> str:
         """Registers (the core validates), then persists; nothing half-written stays.
@@ -126,19 +133,19 @@ class Controller:
             if outcome == "added":
                 await self.mesh.aderegister(endpoint.name, endpoint.host, endpoint.port)
             raise
-        self._ttl[reg.id] = ttl
         return reg.id
 
     async def deregister(self, registration: str) -> bool:
-        name, _, address = registration.partition("/")
-        host, _, port = address.rpartition(":")
-        if not (name and host and port.isdigit()):
-            raise ValueError("id: must be <name>/<host>:<port>")
+        name, host, port = parse_registration_id(registration)
         # The store first: if it is unavailable, the instance stays registered everywhere.
         stored = await self.store.delete(registration)
-        removed = await self.mesh.aderegister(name, host, int(port))
-        self._ttl.pop(registration, None)
+        removed = await self.mesh.aderegister(name, host, port)
         return removed or stored
+
+    async def _forget(self, registration: str) -> None:
+        """Removes an instance the store no longer has (expired, or deleted elsewhere)."""
+        with contextlib.suppress(ValueError):
+            await self.mesh.aderegister(*parse_registration_id(registration))
 
     # ---- background tasks ------------------------------------------------------------
 
@@ -157,11 +164,7 @@ class Controller:
         while True:
             await asyncio.sleep(EXPIRY_POLL_S)
             for expired in await self.store.expire():
-                name, _, address = expired.partition("/")
-                host, _, port = address.rpartition(":")
-                if port.isdigit():
-                    await self.mesh.aderegister(name, host, int(port))
-                self._ttl.pop(expired, None)
+                await self._forget(expired)
 
     async def _follow_store(self) -> None:
         """Applies registrations other controllers write to a shared store."""
@@ -170,11 +173,7 @@ class Controller:
                 with contextlib.suppress(ValueError):
                     await self._apply(payload)
             elif event == "delete" and isinstance(payload, str):
-                name, _, address = payload.partition("/")
-                host, _, port = address.rpartition(":")
-                if port.isdigit():
-                    await self.mesh.aderegister(name, host, int(port))
-                self._ttl.pop(payload, None)
+                await self._forget(payload)
 
     # ---- DNS -------------------------------------------------------------------------
 
