@@ -37,7 +37,7 @@ py-test: build
 	$(PY) -m pytest -q tests
 
 bench: build
-	$(CARGO) bench $(CARGO_FLAGS) -p dmsc-core -- --quiet
+	$(CARGO) bench $(CARGO_FLAGS) -p dmsc-core -- --quiet --warm-up-time 1 --measurement-time 2
 	$(PY) benches/run.py
 	$(PY) benches/control_plane.py
 	mkdir -p bench-results
