@@ -539,6 +539,7 @@ class MeshSettings:
         unhealthy_threshold: int | None = None,
         health_check_jitter: float | None = None,
         health_check_workers: int | None = None,
+        health_check_expected_statuses: abc.Sequence[tuple[int, int]] | None = None,
         initial_health: str | None = None,
         domain: str | None = None,
     ) -> MeshSettings: ...
@@ -572,6 +573,8 @@ class MeshSettings:
     def health_check_jitter(self) -> float: ...
     @property
     def health_check_workers(self) -> int: ...
+    @property
+    def health_check_expected_statuses(self) -> tuple[tuple[int, int], ...]: ...
     @property
     def initial_health(self) -> str: ...
     @property

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 import dmsc
 from dmsc import Mesh, MeshConfig, NoHealthyInstanceError, ServiceEndpoint
+from dmsc.config import ConfigError, load_config
 from dmsc_fast import ManualClock
 
 HOST = "127.0.0.1"
@@ -207,6 +209,7 @@ def test_config_round_trips_through_the_core() -> None:
         unhealthy_threshold=4,
         health_check_jitter=0.5,
         health_check_workers=16,
+        health_check_expected_statuses=((200, 300), (418, 419)),
         initial_health="unknown",
         domain="mesh.local",
     )
@@ -240,11 +243,37 @@ def test_config_round_trips_through_the_core() -> None:
         ("enable_mtls", 1),
         ("healthy_threshold", 1.0),
         ("health_check_interval", "5"),
+        ("health_check_expected_statuses", ()),
+        ("health_check_expected_statuses", ((300, 200),)),
+        ("health_check_expected_statuses", ((200, 200),)),
+        ("health_check_expected_statuses", ((99, 200),)),
+        ("health_check_expected_statuses", ((200, 601),)),
+        ("health_check_expected_statuses", ((200, 10**30),)),
+        ("health_check_expected_statuses", ((200, 300, 400),)),
+        ("health_check_expected_statuses", ((200, True),)),
+        ("health_check_expected_statuses", "200-300"),
     ],
 )
 def test_bad_settings_raise_value_errors_naming_the_field(field: str, value: Any) -> None:
     with pytest.raises(ValueError, match=f"^{field}: "):
         MeshConfig(**{field: value})
+
+
+def test_expected_statuses_accept_lists_as_yaml_gives_them() -> None:
+    config = MeshConfig(health_check_expected_statuses=[[200, 300], [418, 419]])  # type: ignore[arg-type]
+    assert config.health_check_expected_statuses == ((200, 300), (418, 419))
+    assert MeshConfig().health_check_expected_statuses == ((200, 300),)
+    assert Mesh(config).config == config
+
+
+def test_expected_statuses_from_a_controller_yaml_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("mesh:\n  health_check_expected_statuses: [[200, 400]]\n")
+    assert load_config(good).mesh.health_check_expected_statuses == ((200, 400),)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mesh:\n  domain: dmsc\n  health_check_expected_statuses: [[400, 200]]\n")
+    with pytest.raises(ConfigError, match=r":3: mesh\.health_check_expected_statuses: "):
+        load_config(bad)
 
 
 def test_a_bad_reload_changes_nothing() -> None:
@@ -267,6 +296,24 @@ def test_registration_probes_over_http_before_returning(make_server: Any) -> Non
     health = {i.endpoint.port: i.health for i in mesh.instances("users")}
     assert health == {up.port: "healthy", down.port: "unhealthy"}
     assert mesh.discover("users") == up.endpoint()
+
+
+def test_expected_statuses_decide_http_checks(health: HealthServer) -> None:
+    health.status = 418
+    teapots = MeshConfig(health_check_expected_statuses=((418, 419),), unhealthy_threshold=1)
+    strict, lenient = Mesh(), Mesh(teapots)
+    strict.register(health.endpoint())
+    lenient.register(health.endpoint())
+    assert strict.instances("users")[0].health == "unhealthy"
+    assert lenient.instances("users")[0].health == "healthy"
+    assert lenient.discover("users") == health.endpoint()
+    # Scheduled checks use the same ranges, and a reload changes them.
+    health.status = 200
+    assert lenient.check_all() == 1
+    assert lenient.instances("users")[0].health == "unhealthy"
+    lenient.reload(dataclasses.replace(teapots, health_check_expected_statuses=((200, 300),)))
+    lenient.check_all()
+    assert lenient.instances("users")[0].health == "healthy"
 
 
 def test_tcp_checks_without_a_url(health: HealthServer) -> None:

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import dmsc.capi
+from dmsc.config import load_config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -38,3 +39,12 @@ def test_c_example_compiles_and_runs(tmp_path: Path) -> None:
     )
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_yaml_example_is_a_valid_configuration(tmp_path: Path) -> None:
+    [block] = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.DOTALL)
+    path = tmp_path / "mesh.yaml"
+    path.write_text(block)
+    config = load_config(path)
+    assert config.mesh.load_balancing == "least_requests"
+    assert config.mesh.health_check_expected_statuses == ((200, 400),)

@@ -18,10 +18,10 @@ as is `MeshConfig.initial_health`: `"check"` (the default, as the C API does) pr
 once before `register` returns; `"unknown"` leaves it undiscoverable until the first
 scheduled check, which runs at once; `"healthy"` and `"unhealthy"` take the caller's word
 until the scheduled checks say otherwise. Checks are an HTTP `GET health_check_url`
-expecting 2xx, or a TCP connect when the endpoint has no URL, run every
-`health_check_interval` seconds (varied by `health_check_jitter`) by
-`health_check_workers` threads; `healthy_threshold` passes or `unhealthy_threshold`
-failures in a row flip an instance. Durations are float seconds throughout.
+expecting a status in `health_check_expected_statuses` (default 2xx), or a TCP connect
+when the endpoint has no URL, run every `health_check_interval` seconds (varied by
+`health_check_jitter`) by `health_check_workers` threads; `healthy_threshold` passes or
+`unhealthy_threshold` failures in a row flip an instance. Durations are float seconds throughout.
 """
 
 from __future__ import annotations
@@ -180,6 +180,24 @@ _INT_FIELDS: Final = (
 _TEXT_FIELDS: Final = ("load_balancing", "initial_health", "domain")
 
 
+def _status_ranges(value: object) -> tuple[tuple[int, int], ...]:
+    """`value` (a sequence of `(start, end)` pairs, tuples or lists) as a tuple of tuples."""
+    name = "health_check_expected_statuses"
+    what = "a sequence of (start, end) pairs of integers"
+    if not isinstance(value, (tuple, list)):
+        raise ValueError(f"{name}: must be {what}, got {type(value).__name__}")
+    ranges = []
+    for pair in value:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"{name}: must be {what}, got {pair!r}")
+        for code in pair:
+            _require(name, code, int, "pairs of integers")
+            if not 100 <= code <= 600:
+                raise ValueError(f"{name}: status codes must be between 100 and 600, got {code}")
+        ranges.append((int(pair[0]), int(pair[1])))
+    return tuple(ranges)
+
+
 @dataclass(frozen=True, slots=True)
 class MeshConfig:
     """Every setting of a mesh, in seconds where it is a duration.
@@ -218,6 +236,10 @@ class MeshConfig:
     """Each wait between two checks is the interval times a random factor in 1 ± jitter."""
     health_check_workers: int = 4
     """Threads probing in parallel."""
+    health_check_expected_statuses: tuple[tuple[int, int], ...] = ((200, 300),)
+    """HTTP statuses a check passes on, as half-open `(start, end)` ranges with
+    100 <= start < end <= 600 (Envoy's `expected_statuses`). Lists of 2-element lists
+    (as YAML gives them) are accepted and stored as tuples."""
     initial_health: InitialHealth = "check"
     """What a newly registered instance starts as."""
     domain: str = "dmsc"
@@ -232,6 +254,11 @@ class MeshConfig:
             _require(name, getattr(self, name), int, "an integer")
         for name in _TEXT_FIELDS:
             _require(name, getattr(self, name), str, "a string")
+        object.__setattr__(
+            self,
+            "health_check_expected_statuses",
+            _status_ranges(self.health_check_expected_statuses),
+        )
         self._settings()
 
     def _settings(self) -> _native.MeshSettings:
@@ -251,6 +278,7 @@ class MeshConfig:
             unhealthy_threshold=self.unhealthy_threshold,
             health_check_jitter=self.health_check_jitter,
             health_check_workers=self.health_check_workers,
+            health_check_expected_statuses=self.health_check_expected_statuses,
             initial_health=self.initial_health,
             domain=self.domain,
         )

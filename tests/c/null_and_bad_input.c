@@ -41,6 +41,8 @@ int main(void) {
     EXPECT_ERR(dmsc_service_mesh_config_set_health_check_interval_ms(NULL, 10), DMSC_ERR_NULL_POINTER);
     EXPECT_ERR(dmsc_service_mesh_config_set_health_check_timeout_ms(NULL, 10), DMSC_ERR_NULL_POINTER);
     EXPECT_ERR(dmsc_service_mesh_config_set_health_check_thresholds(NULL, 1, 1), DMSC_ERR_NULL_POINTER);
+    const uint16_t two_xx[] = {200, 300};
+    EXPECT_ERR(dmsc_service_mesh_config_set_health_check_expected_statuses(NULL, two_xx, 1), DMSC_ERR_NULL_POINTER);
     EXPECT_ERR(dmsc_service_mesh_set_circuit_breaker_failure_rate(NULL, 0.5), DMSC_ERR_NULL_POINTER);
     EXPECT_ERR(dmsc_service_mesh_set_circuit_breaker_timeout_ms(NULL, 10), DMSC_ERR_NULL_POINTER);
     EXPECT_ERR(dmsc_service_mesh_set_load_balancing_algorithm(NULL, LB_RANDOM), DMSC_ERR_NULL_POINTER);
@@ -60,6 +62,17 @@ int main(void) {
     EXPECT_ERR(dmsc_service_mesh_config_set_health_check_interval_ms(config, 0), DMSC_ERR_INVALID_ARGUMENT);
     EXPECT_ERR(dmsc_service_mesh_config_set_health_check_timeout_ms(config, 0), DMSC_ERR_INVALID_ARGUMENT);
     EXPECT_ERR(dmsc_service_mesh_config_set_health_check_thresholds(config, 0, 1), DMSC_ERR_INVALID_ARGUMENT);
+    EXPECT_ERR(dmsc_service_mesh_config_set_health_check_expected_statuses(config, NULL, 1), DMSC_ERR_NULL_POINTER);
+    EXPECT_ERR(dmsc_service_mesh_config_set_health_check_expected_statuses(config, two_xx, 0), DMSC_ERR_INVALID_ARGUMENT);
+    EXPECT(strstr(dmsc_last_error_message(), "health_check_expected_statuses") != NULL);
+    const uint16_t backwards[] = {200, 300, 400, 300};
+    EXPECT_ERR(dmsc_service_mesh_config_set_health_check_expected_statuses(config, backwards, 2), DMSC_ERR_INVALID_ARGUMENT);
+    const uint16_t too_high[] = {200, 601};
+    EXPECT_ERR(dmsc_service_mesh_config_set_health_check_expected_statuses(config, too_high, 1), DMSC_ERR_INVALID_ARGUMENT);
+    const uint16_t too_low[] = {99, 200};
+    EXPECT_ERR(dmsc_service_mesh_config_set_health_check_expected_statuses(config, too_low, 1), DMSC_ERR_INVALID_ARGUMENT);
+    const uint16_t up_to_3xx[] = {200, 400};
+    EXPECT(dmsc_service_mesh_config_set_health_check_expected_statuses(config, up_to_3xx, 1) == DMSC_OK);
     EXPECT(dmsc_service_mesh_config_set_circuit_breaker_failure_rate(config, 1.0) == DMSC_OK);
 
     /* Endpoint functions with NULL. */

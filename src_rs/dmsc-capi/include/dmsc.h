@@ -115,6 +115,9 @@ int dmsc_service_mesh_config_set_health_check_interval_ms(DMSCServiceMeshConfig 
 int dmsc_service_mesh_config_set_health_check_timeout_ms(DMSCServiceMeshConfig *config, uint64_t timeout_ms);
 /* Consecutive passes that make an instance healthy, failures that make it unhealthy (>= 1). */
 int dmsc_service_mesh_config_set_health_check_thresholds(DMSCServiceMeshConfig *config, uint32_t healthy_threshold, uint32_t unhealthy_threshold);
+/* HTTP statuses a health check passes on: count half-open ranges [ranges[2i], ranges[2i+1]),
+ * each with 100 <= start < end <= 600, count >= 1 (default {200, 300}: 2xx). */
+int dmsc_service_mesh_config_set_health_check_expected_statuses(DMSCServiceMeshConfig *config, const uint16_t *ranges, size_t count);
 /* DNS domain of service names for dmsc_service_mesh_resolve (default "dmsc"). */
 int dmsc_service_mesh_config_set_domain(DMSCServiceMeshConfig *config, const char *domain);
 /* Joins the dmsc controller at address ("http://HOST:PORT" or "HOST:PORT"; NULL or "" =

@@ -9,7 +9,7 @@ use std::ptr;
 use std::time::Duration;
 
 use dmsc_core::mesh::MeshSettings;
-use dmsc_core::registry::Algorithm;
+use dmsc_core::registry::{Algorithm, StatusRange};
 use dmsc_core::remote::Controller;
 
 use crate::error::{guard, guard_status, Failure, FfiResult, DMSC_ERR_INVALID_ARGUMENT};
@@ -289,6 +289,51 @@ pub unsafe extern "C" fn dmsc_service_mesh_config_set_health_check_thresholds(
             s.health.unhealthy_threshold = unhealthy_threshold;
         })
     }
+}
+
+/// Sets the HTTP statuses a health check passes on: `count` half-open ranges
+/// `[ranges[2i], ranges[2i + 1])`, each with `100 <= start < end <= 600` (default `{200, 300}`).
+///
+/// # Safety
+/// `config` must be NULL or a live configuration; `ranges` NULL or `2 * count` readable values.
+#[no_mangle]
+pub unsafe extern "C" fn dmsc_service_mesh_config_set_health_check_expected_statuses(
+    config: *mut DMSCServiceMeshConfig,
+    ranges: *const u16,
+    count: usize,
+) -> c_int {
+    if config.is_null() {
+        return guard_status(|| Err(Failure::null("config")));
+    }
+    // SAFETY: forwarded contract.
+    let ranges = match unsafe { status_ranges(ranges, count) } {
+        Ok(ranges) => ranges,
+        Err(failure) => return guard_status(|| Err(failure)),
+    };
+    // SAFETY: forwarded contract.
+    unsafe { apply(config, move |s| s.health.expected_statuses = ranges.into()) }
+}
+
+/// Copies `count` (start, end) pairs out of `ranges` (the core validates them).
+///
+/// # Safety
+/// `ranges` must be NULL or point to `2 * count` readable values.
+unsafe fn status_ranges(ranges: *const u16, count: usize) -> FfiResult<Vec<StatusRange>> {
+    if ranges.is_null() {
+        return Err(Failure::null("ranges"));
+    }
+    let len = count.checked_mul(2).ok_or_else(|| {
+        Failure::new(
+            DMSC_ERR_INVALID_ARGUMENT,
+            "health_check_expected_statuses: too many ranges",
+        )
+    })?;
+    // SAFETY: non-NULL and `2 * count` values long, as the caller guarantees.
+    let codes = unsafe { std::slice::from_raw_parts(ranges, len) };
+    Ok(codes
+        .chunks_exact(2)
+        .map(|pair| (pair[0], pair[1]))
+        .collect())
 }
 
 /// Sets the DNS domain of service names for `dmsc_service_mesh_resolve` (default "dmsc").

@@ -118,7 +118,7 @@ impl MeshSettings {
         });
         RegistryConfig {
             algorithm: self.algorithm,
-            health: self.health,
+            health: self.health.clone(),
             breaker,
         }
     }
@@ -254,12 +254,13 @@ impl Mesh {
         endpoint.validate()?;
         let health = match initial {
             InitialHealth::Check => {
-                let timeout = self.registry.health_config().timeout;
+                let config = self.registry.health_config();
                 let passed = probe(
                     &endpoint.host,
                     endpoint.port,
                     &endpoint.health_check_url,
-                    timeout,
+                    config.timeout,
+                    &config.expected_statuses,
                 );
                 Some(if passed {
                     Health::Healthy

@@ -12,6 +12,7 @@ use dmsc_core::clock::Nanos;
 use dmsc_core::mesh::{self, LifecycleError, MeshSettings};
 use dmsc_core::registry::{
     Algorithm, Attachment, Endpoint, Health, InFlight, InitialHealth, Instance, Registered,
+    StatusRange,
 };
 use dmsc_core::InvalidArgument;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -53,6 +54,31 @@ fn port(value: i64) -> PyResult<u16> {
         .ok()
         .filter(|&p| p != 0)
         .ok_or_else(|| invalid("port", format!("must be between 1 and 65535, got {value}")))
+}
+
+/// Status ranges as `u16` pairs (the core checks the bounds and order).
+fn status_ranges(ranges: &[(i64, i64)]) -> PyResult<Vec<StatusRange>> {
+    let code = |value: i64| {
+        u16::try_from(value).map_err(|_| {
+            invalid(
+                "health_check_expected_statuses",
+                format!("status codes must be between 100 and 600, got {value}"),
+            )
+        })
+    };
+    ranges
+        .iter()
+        .map(|&(start, end)| Ok((code(start)?, code(end)?)))
+        .collect()
+}
+
+/// Status ranges as Python prints a tuple of pairs: `((200, 300),)`.
+fn ranges_repr(ranges: &[StatusRange]) -> String {
+    let items: Vec<String> = ranges.iter().map(|r| format!("{r:?}")).collect();
+    match items.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", items.join(", ")),
+    }
 }
 
 fn initial_health(name: &str) -> PyResult<InitialHealth> {
@@ -112,6 +138,7 @@ impl PyMeshSettings {
         unhealthy_threshold=None,
         health_check_jitter=None,
         health_check_workers=None,
+        health_check_expected_statuses=None,
         initial_health=None,
         domain=None,
     ))]
@@ -132,6 +159,7 @@ impl PyMeshSettings {
         unhealthy_threshold: Option<i64>,
         health_check_jitter: Option<f64>,
         health_check_workers: Option<i64>,
+        health_check_expected_statuses: Option<Vec<(i64, i64)>>,
         initial_health: Option<&str>,
         domain: Option<String>,
     ) -> PyResult<Self> {
@@ -178,6 +206,9 @@ impl PyMeshSettings {
         }
         if let Some(workers) = health_check_workers {
             s.health.workers = count("health_check_workers", workers)?;
+        }
+        if let Some(ranges) = health_check_expected_statuses {
+            s.health.expected_statuses = status_ranges(&ranges)?.into();
         }
         if let Some(name) = initial_health {
             s.initial_health = self::initial_health(name)?;
@@ -279,6 +310,15 @@ impl PyMeshSettings {
         self.inner.health.workers
     }
 
+    /// Statuses an HTTP health check passes on, as half-open `(start, end)` ranges.
+    #[getter]
+    fn health_check_expected_statuses<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.inner.health.expected_statuses.iter())
+    }
+
     /// Health of newly registered instances.
     #[getter]
     fn initial_health(&self) -> &'static str {
@@ -300,7 +340,7 @@ impl PyMeshSettings {
              circuit_breaker_minimum_calls={}, circuit_breaker_window={}, load_balancing={:?}, \
              health_check_interval={:?}, health_check_timeout={:?}, healthy_threshold={}, \
              unhealthy_threshold={}, health_check_jitter={:?}, health_check_workers={}, \
-             initial_health={:?}, domain={:?})",
+             health_check_expected_statuses={}, initial_health={:?}, domain={:?})",
             flag(s.enable_mtls),
             flag(s.enable_circuit_breaker),
             flag(s.enable_tracing),
@@ -316,6 +356,7 @@ impl PyMeshSettings {
             s.health.unhealthy_threshold,
             s.health.jitter,
             s.health.workers,
+            ranges_repr(&s.health.expected_statuses),
             s.initial_health.name(),
             s.domain,
         )

@@ -140,7 +140,13 @@ impl Queue {
 fn check_one(registry: &Registry, instance: &Instance) {
     let config = registry.health_config();
     let e = &instance.endpoint;
-    let passed = probe(&e.host, e.port, &e.health_check_url, config.timeout);
+    let passed = probe(
+        &e.host,
+        e.port,
+        &e.health_check_url,
+        config.timeout,
+        &config.expected_statuses,
+    );
     registry.record_check(instance, passed);
     instance.schedule_at(now().saturating_add(nanos(config.next_wait(fastrand::f64()))));
 }

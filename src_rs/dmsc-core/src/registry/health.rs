@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::InvalidArgument;
@@ -81,8 +82,14 @@ impl InitialHealth {
 /// Most threads one health checker may probe with.
 pub const MAX_WORKERS: u32 = 1024;
 
+/// A half-open range `[start, end)` of HTTP status codes.
+pub type StatusRange = (u16, u16);
+
+/// The statuses an HTTP check passes on unless configured otherwise: 2xx.
+pub const DEFAULT_EXPECTED_STATUSES: [StatusRange; 1] = [(200, 300)];
+
 /// How often and how strictly instances are checked.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckConfig {
     /// Mean time between two checks of the same instance.
     pub interval: Duration,
@@ -98,6 +105,9 @@ pub struct HealthCheckConfig {
     pub jitter: f64,
     /// Threads probing in parallel (probes block on the network, so one core keeps many busy).
     pub workers: u32,
+    /// Statuses an HTTP check passes on, as half-open ranges (Envoy's `expected_statuses`);
+    /// shared so that copying the configuration per check stays cheap.
+    pub expected_statuses: Arc<[StatusRange]>,
 }
 
 impl Default for HealthCheckConfig {
@@ -109,6 +119,7 @@ impl Default for HealthCheckConfig {
             unhealthy_threshold: 2,
             jitter: 0.1,
             workers: 4,
+            expected_statuses: Arc::new(DEFAULT_EXPECTED_STATUSES),
         }
     }
 }
@@ -152,7 +163,7 @@ impl HealthCheckConfig {
                 format!("must be between 1 and {MAX_WORKERS}, got {}", self.workers),
             ));
         }
-        Ok(())
+        validate_expected_statuses(&self.expected_statuses)
     }
 
     /// The wait before the next check of an instance: `interval` scaled by a random factor in
@@ -161,6 +172,33 @@ impl HealthCheckConfig {
         self.interval
             .mul_f64((1.0 + self.jitter * (2.0 * unit - 1.0)).max(0.0))
     }
+}
+
+/// Checks that `ranges` is not empty and each range is `100 <= start < end <= 600`.
+pub fn validate_expected_statuses(ranges: &[StatusRange]) -> Result<(), InvalidArgument> {
+    const ARGUMENT: &str = "health_check_expected_statuses";
+    if ranges.is_empty() {
+        return Err(InvalidArgument::new(
+            ARGUMENT,
+            "must hold at least one range",
+        ));
+    }
+    for &(start, end) in ranges {
+        if !(100 <= start && start < end && end <= 600) {
+            return Err(InvalidArgument::new(
+                ARGUMENT,
+                format!("[{start}, {end}) is not a range with 100 <= start < end <= 600"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `status` falls in one of the half-open `ranges`.
+pub fn status_expected(status: u16, ranges: &[StatusRange]) -> bool {
+    ranges
+        .iter()
+        .any(|&(start, end)| (start..end).contains(&status))
 }
 
 /// Consecutive-outcome counter deciding when health flips.
@@ -192,22 +230,45 @@ impl Streak {
     }
 }
 
-/// Probes `host:port` with `GET path` over HTTP/1.1; passes on a 2xx status.
+/// Probes `host:port` with `GET path` over HTTP/1.1; passes when the status falls in one of
+/// the half-open `expected` ranges (`DEFAULT_EXPECTED_STATUSES`: 2xx).
 ///
 /// An empty `path` makes it a TCP check: a successful connect passes.
-pub fn probe(host: &str, port: u16, path: &str, timeout: Duration) -> bool {
-    probe_inner(host, port, path, timeout).unwrap_or(false)
+pub fn probe(
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    expected: &[StatusRange],
+) -> bool {
+    let Ok(stream) = connect(host, port, timeout) else {
+        return false;
+    };
+    if path.is_empty() {
+        return true;
+    }
+    matches!(
+        http_status(stream, host, port, path, timeout),
+        Ok(Some(status)) if status_expected(status, expected)
+    )
 }
 
-fn probe_inner(host: &str, port: u16, path: &str, timeout: Duration) -> std::io::Result<bool> {
+fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
     let addr = (host, port)
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    if path.is_empty() {
-        return Ok(true);
-    }
+    TcpStream::connect_timeout(&addr, timeout)
+}
+
+/// Sends `GET path` and reads the status code (`None` if the answer is not HTTP/1.x).
+fn http_status(
+    mut stream: TcpStream,
+    host: &str,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> std::io::Result<Option<u16>> {
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
@@ -225,16 +286,23 @@ fn probe_inner(host: &str, port: u16, path: &str, timeout: Duration) -> std::io:
         }
         filled += n;
     }
-    Ok(is_2xx(&head[..filled]))
+    Ok(parse_status(&head[..filled]))
 }
 
-fn is_2xx(status_line: &[u8]) -> bool {
-    status_line.len() >= 12
-        && status_line.starts_with(b"HTTP/1.")
-        && status_line[8] == b' '
-        && status_line[9] == b'2'
-        && status_line[10].is_ascii_digit()
-        && status_line[11].is_ascii_digit()
+/// The 3-digit status code of an HTTP/1.x status line.
+fn parse_status(status_line: &[u8]) -> Option<u16> {
+    if status_line.len() < 12 || !status_line.starts_with(b"HTTP/1.") || status_line[8] != b' ' {
+        return None;
+    }
+    // A status code is exactly three digits, followed by a space or the line's end.
+    if status_line.get(12).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    status_line[9..12].iter().try_fold(0u16, |code, &digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| code * 10 + u16::from(digit - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -256,24 +324,95 @@ mod tests {
         port
     }
 
+    fn probe_reply(reply: &'static [u8], expected: &[StatusRange]) -> bool {
+        let port = serve_once(reply);
+        probe(
+            "127.0.0.1",
+            port,
+            "/health",
+            Duration::from_secs(2),
+            expected,
+        )
+    }
+
+    const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+    const MOVED: &[u8] = b"HTTP/1.1 301 Moved Permanently\r\nLocation: /\r\n\r\n";
+    const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\r\n";
+
     #[test]
-    fn http_probe_passes_on_2xx_only() {
-        let t = Duration::from_secs(2);
-        let ok = serve_once(b"HTTP/1.1 204 No Content\r\n\r\n");
-        assert!(probe("127.0.0.1", ok, "/health", t));
-        let bad = serve_once(b"HTTP/1.1 503 Unavailable\r\n\r\n");
-        assert!(!probe("127.0.0.1", bad, "/health", t));
-        let garbage = serve_once(b"nonsense");
-        assert!(!probe("127.0.0.1", garbage, "/health", t));
+    fn http_probe_passes_on_2xx_by_default() {
+        let default = HealthCheckConfig::default().expected_statuses;
+        assert!(probe_reply(NO_CONTENT, &default));
+        assert!(!probe_reply(MOVED, &default));
+        assert!(!probe_reply(UNAVAILABLE, &default));
+        assert!(!probe_reply(b"nonsense", &default));
+    }
+
+    #[test]
+    fn http_probe_passes_on_the_configured_statuses() {
+        let up_to_redirects = [(200, 400)];
+        assert!(probe_reply(NO_CONTENT, &up_to_redirects));
+        assert!(probe_reply(MOVED, &up_to_redirects));
+        assert!(!probe_reply(UNAVAILABLE, &up_to_redirects));
+        let only_unavailable = [(503, 504)];
+        assert!(probe_reply(UNAVAILABLE, &only_unavailable));
+        assert!(!probe_reply(NO_CONTENT, &only_unavailable));
+    }
+
+    #[test]
+    fn status_lines_parse_to_the_full_code() {
+        assert_eq!(parse_status(b"HTTP/1.1 204 No Content"), Some(204));
+        assert_eq!(parse_status(b"HTTP/1.0 418"), Some(418));
+        assert_eq!(parse_status(b"HTTP/1.1 2000 Too long"), None);
+        assert_eq!(parse_status(b"HTTP/1.1 2x0 Bad"), None);
+        assert_eq!(parse_status(b"HTTP/2 200 OK"), None);
+        assert_eq!(parse_status(b"HTTP/1.1 20"), None);
+    }
+
+    #[test]
+    fn ranges_are_half_open() {
+        let ranges = [(200, 300), (418, 419)];
+        assert!(status_expected(200, &ranges));
+        assert!(status_expected(299, &ranges));
+        assert!(!status_expected(300, &ranges));
+        assert!(status_expected(418, &ranges));
+        assert!(!status_expected(419, &ranges));
+    }
+
+    #[test]
+    fn expected_statuses_are_validated() {
+        let bad: [&[StatusRange]; 5] = [
+            &[],
+            &[(99, 200)],
+            &[(300, 300)],
+            &[(400, 200)],
+            &[(200, 601)],
+        ];
+        for ranges in bad {
+            let config = HealthCheckConfig {
+                expected_statuses: ranges.into(),
+                ..HealthCheckConfig::default()
+            };
+            assert_eq!(
+                config.validate().unwrap_err().argument,
+                "health_check_expected_statuses"
+            );
+        }
+        let config = HealthCheckConfig {
+            expected_statuses: [(100, 600), (200, 201)].into(),
+            ..HealthCheckConfig::default()
+        };
+        assert!(config.validate().is_ok());
     }
 
     #[test]
     fn tcp_probe_needs_a_listener() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert!(probe("127.0.0.1", port, "", Duration::from_secs(1)));
+        let t = Duration::from_secs(1);
+        assert!(probe("127.0.0.1", port, "", t, &DEFAULT_EXPECTED_STATUSES));
         drop(listener);
-        assert!(!probe("127.0.0.1", port, "", Duration::from_secs(1)));
+        assert!(!probe("127.0.0.1", port, "", t, &DEFAULT_EXPECTED_STATUSES));
     }
 
     #[test]

@@ -26,7 +26,9 @@ use parking_lot::{Mutex, RwLock};
 pub use balance::{Algorithm, Balancer};
 pub use dns::{parse_service_name, ServiceName};
 pub use endpoint::Endpoint;
-pub use health::{probe, Health, HealthCheckConfig, InitialHealth, Streak};
+pub use health::{
+    probe, Health, HealthCheckConfig, InitialHealth, StatusRange, Streak, DEFAULT_EXPECTED_STATUSES,
+};
 pub use instance::{Attachment, InFlight, Instance, LATENCY_EWMA_WEIGHT};
 pub use pool::{HealthySet, Pool};
 
@@ -146,7 +148,7 @@ impl Registry {
 
     /// The health check settings in force.
     pub fn health_config(&self) -> HealthCheckConfig {
-        self.config.read().health
+        self.config.read().health.clone()
     }
 
     /// The clock breakers and request latencies read.
