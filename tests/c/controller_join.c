@@ -12,17 +12,8 @@
 #include <time.h>
 
 #include "dmsc.h"
+#include "expect.h"
 
-static int failures = 0;
-
-#define EXPECT(cond)                                                                     \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: expected %s (%s)\n", __FILE__, __LINE__, #cond,     \
-                    dmsc_last_error_message());                                          \
-            failures++;                                                                  \
-        }                                                                                \
-    } while (0)
 
 static void sleep_ms(long ms) {
     struct timespec delay = {ms / 1000, (ms % 1000) * 1000000L};

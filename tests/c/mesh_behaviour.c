@@ -5,17 +5,8 @@
 #include <string.h>
 
 #include "dmsc.h"
+#include "expect.h"
 
-static int failures = 0;
-
-#define EXPECT(cond)                                                          \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "%s:%d: expected %s (%s)\n", __FILE__, __LINE__, #cond, \
-                    dmsc_last_error_message());                               \
-            failures++;                                                       \
-        }                                                                     \
-    } while (0)
 
 static void add(DMSCServiceMesh *mesh, int port, const char *version, uint32_t weight) {
     DMSCServiceEndpoint *e = dmsc_service_endpoint_new();

@@ -4,16 +4,8 @@
 #include <string.h>
 
 #include "dmsc.h"
+#include "expect.h"
 
-static int failures = 0;
-
-#define EXPECT(cond)                                                          \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                       \
-        }                                                                     \
-    } while (0)
 
 /* The call failed with `code` and left a non-empty message. */
 #define EXPECT_ERR(call, code)                                                \
