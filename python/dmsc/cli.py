@@ -8,9 +8,7 @@ import dataclasses
 import json
 import signal
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import uvloop
 
 import dmsc_fast
+from dmsc.client import CommandError, call
 from dmsc.config import ConfigError, load_config, parse_address
 from dmsc.controller import Controller, ControllerConfig
 
@@ -32,32 +31,6 @@ def _address(value: str) -> tuple[str, int]:
 
 
 # ---- talking to a controller ------------------------------------------------------------
-
-
-class CommandError(Exception):
-    """A command failed; the message is for the user."""
-
-
-def call(controller: str, method: str, path: str, body: object = None) -> Any:
-    """One JSON request to the controller's API."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        controller.rstrip("/") + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"} if data is not None else {},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as err:
-        try:
-            message = json.loads(err.read()).get("error", err.reason)
-        except (ValueError, AttributeError):
-            message = err.reason
-        raise CommandError(f"{err.code}: {message}") from err
-    except urllib.error.URLError as err:
-        raise CommandError(f"cannot reach the controller at {controller}: {err.reason}") from err
 
 
 def print_table(rows: Sequence[Sequence[str]], out: Any = sys.stdout) -> None:

@@ -265,8 +265,11 @@ class Controller:
 
     async def _load_report(self, request: Request) -> Response:
         """A sidecar's load report: its requests in flight and latency average (seconds)."""
-        name, address = request.params["name"], request.params["address"]
-        host, _, port = address.rpartition(":")
+        registration = f"{request.params['name']}/{request.params['address']}"
+        try:
+            name, host, port = parse_registration_id(registration)
+        except ValueError as err:
+            raise _bad_request(err) from err
         body = request.json()
         if not isinstance(body, dict):
             raise HttpError(HTTPStatus.BAD_REQUEST, "body: must be a JSON object", "body")
@@ -282,15 +285,15 @@ class Controller:
             raise HttpError(
                 HTTPStatus.BAD_REQUEST, "latency_ewma: must be seconds >= 0", "latency_ewma"
             )
-        if not port.isdigit() or not self.mesh.report_load(
+        if not self.mesh.report_load(
             name,
             host,
-            int(port),
+            port,
             active_requests=active,
             latency_ewma=None if latency is None else float(latency),
         ):
-            raise HttpError(HTTPStatus.NOT_FOUND, f"no instance {name}/{address}")
-        return Response.json({"id": f"{name}/{address}"})
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no instance {registration}")
+        return Response.json({"id": registration})
 
     def _service_view(self, name: str) -> dict[str, Any]:
         instances = self.mesh.instances(name)

@@ -8,12 +8,12 @@ the controller's API, as any service would, and deregisters when stopped.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import dmsc_fast
+from dmsc.client import CommandError, call
 from dmsc.controller import Controller, ControllerConfig
 from dmsc.http import HttpServer, Request, Response, Router
 
@@ -69,26 +69,6 @@ class SampleService:
             await self.server.close()
 
 
-async def _api(controller: Controller, method: str, path: str, body: object = None) -> object:
-    """One request to the controller's HTTP API, as a service would make it."""
-    host, port = controller.config.http[0], controller.http.port
-    reader, writer = await asyncio.open_connection(host, port)
-    payload = b"" if body is None else json.dumps(body).encode()
-    writer.write(
-        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-        + payload
-    )
-    await writer.drain()
-    raw = await reader.read()
-    writer.close()
-    head, _, content = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    if status >= 300:
-        raise RuntimeError(f"{method} {path}: {status} {content.decode(errors='replace')}")
-    return json.loads(content)
-
-
 def _step(text: str) -> None:
     print(text, end="", flush=True)
 
@@ -108,7 +88,9 @@ async def run_up(config: ControllerConfig, wait: Callable[[], Awaitable[None]]) 
         for index, sample in enumerate(samples, 1):
             _step(f"\rstarting sample services [{index}/{len(samples)}] ... ")
             await sample.start()
-            await _api(controller, "PUT", "/v1/registry/instances", sample.registration())
+            await asyncio.to_thread(
+                call, controller.url, "PUT", "/v1/registry/instances", sample.registration()
+            )
         print("ok")
         info = dmsc_fast.build_info()
         dns = (
@@ -142,8 +124,8 @@ async def run_up(config: ControllerConfig, wait: Callable[[], Awaitable[None]]) 
             if sample.server is not None:
                 path = f"/v1/registry/instances/{sample.name}/127.0.0.1:{sample.port}"
                 try:
-                    await _api(controller, "DELETE", path)
-                except (OSError, RuntimeError) as err:
+                    await asyncio.to_thread(call, controller.url, "DELETE", path)
+                except CommandError as err:
                     print(f"\n  could not deregister {sample.name}: {err}", file=sys.stderr)
             await sample.close()
         await controller.close()

@@ -1,0 +1,34 @@
+"""A client of the controller's HTTP API, as services and the command line use it."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class CommandError(Exception):
+    """A call to the controller failed; the message is for the user."""
+
+
+def call(controller: str, method: str, path: str, body: object = None) -> Any:
+    """One JSON request to the controller's API."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        controller.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"} if data is not None else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        try:
+            message = json.loads(err.read()).get("error", err.reason)
+        except (ValueError, AttributeError):
+            message = err.reason
+        raise CommandError(f"{err.code}: {message}") from err
+    except urllib.error.URLError as err:
+        raise CommandError(f"cannot reach the controller at {controller}: {err.reason}") from err
