@@ -1,0 +1,415 @@
+//! Request conditions of one route, compiled: path, method, headers, cookies, query.
+
+use regex::bytes::Regex;
+
+use super::RequestView;
+use crate::config::{self, compile_regex};
+use crate::error::ConfigError;
+
+/// The path condition.
+#[derive(Debug)]
+enum PathMatcher {
+    /// No condition.
+    Any,
+    /// Equal to (case-sensitive).
+    Exact(Box<str>),
+    /// Equal to, ASCII case-insensitive.
+    ExactIgnoreCase(Box<str>),
+    /// Starts with (case-sensitive).
+    Prefix(Box<str>),
+    /// Starts with, ASCII case-insensitive.
+    PrefixIgnoreCase(Box<str>),
+    /// Whole path matches.
+    Regex(Regex),
+}
+
+impl PathMatcher {
+    fn compile(p: Option<&config::PathMatch>, path: &str) -> Result<Self, ConfigError> {
+        let Some(p) = p else { return Ok(Self::Any) };
+        config::validate::path_match(p, path)?;
+        Ok(match (&p.exact, &p.prefix, &p.regex) {
+            (Some(e), _, _) if p.ignore_case => Self::ExactIgnoreCase(e.as_str().into()),
+            (Some(e), _, _) => Self::Exact(e.as_str().into()),
+            (_, Some(x), _) if p.ignore_case => Self::PrefixIgnoreCase(x.as_str().into()),
+            (_, Some(x), _) => Self::Prefix(x.as_str().into()),
+            (_, _, Some(re)) => Self::Regex(
+                compile_regex(re).map_err(|m| ConfigError::new(format!("{path}.regex"), m))?,
+            ),
+            // path_match() refused a condition with none of the three.
+            (None, None, None) => Self::Any,
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        let p = path.as_bytes();
+        match self {
+            Self::Any => true,
+            Self::Exact(e) => path == &**e,
+            Self::ExactIgnoreCase(e) => p.eq_ignore_ascii_case(e.as_bytes()),
+            Self::Prefix(x) => path.starts_with(&**x),
+            Self::PrefixIgnoreCase(x) => {
+                p.len() >= x.len() && p[..x.len()].eq_ignore_ascii_case(x.as_bytes())
+            }
+            Self::Regex(re) => re.is_match(p),
+        }
+    }
+}
+
+/// The condition of a header, cookie or query value.
+#[derive(Debug)]
+enum Condition {
+    /// At least one value exists.
+    Present,
+    /// No value exists.
+    Absent,
+    /// Some value is equal to.
+    Exact(Box<[u8]>),
+    /// Some value starts with.
+    Prefix(Box<[u8]>),
+    /// Some value matches as a whole.
+    Regex(Regex),
+}
+
+impl Condition {
+    /// Judges the values found under the name (all of them, for repeated header fields).
+    fn holds<'a>(&self, mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+        match self {
+            Self::Present => values.next().is_some(),
+            Self::Absent => values.next().is_none(),
+            Self::Exact(e) => values.any(|v| v == &**e),
+            Self::Prefix(x) => values.any(|v| v.starts_with(x)),
+            Self::Regex(re) => values.any(|v| re.is_match(v)),
+        }
+    }
+}
+
+/// A named condition, compiled.
+#[derive(Debug)]
+struct ValueMatcher {
+    /// Name (lowercased for headers).
+    name: Box<str>,
+    condition: Condition,
+    invert: bool,
+}
+
+impl ValueMatcher {
+    fn compile(v: &config::ValueMatch, path: &str, lowercase: bool) -> Result<Self, ConfigError> {
+        config::validate::value_match(v, path)?;
+        let condition = if let Some(e) = &v.exact {
+            Condition::Exact(e.as_bytes().into())
+        } else if let Some(x) = &v.prefix {
+            Condition::Prefix(x.as_bytes().into())
+        } else if let Some(re) = &v.regex {
+            Condition::Regex(
+                compile_regex(re).map_err(|m| ConfigError::new(format!("{path}.regex"), m))?,
+            )
+        } else if v.present == Some(false) {
+            Condition::Absent
+        } else {
+            // A name alone asks for presence, as in Envoy.
+            Condition::Present
+        };
+        let name = if lowercase {
+            v.name.to_ascii_lowercase()
+        } else {
+            v.name.clone()
+        };
+        Ok(Self {
+            name: name.into(),
+            condition,
+            invert: v.invert,
+        })
+    }
+
+    fn judge<'a>(&self, values: impl Iterator<Item = &'a [u8]>) -> bool {
+        self.condition.holds(values) != self.invert
+    }
+}
+
+/// Every condition of a route's `match`, compiled.
+#[derive(Debug)]
+pub(crate) struct RouteMatcher {
+    path: PathMatcher,
+    methods: Box<[Box<str>]>,
+    headers: Box<[ValueMatcher]>,
+    cookies: Box<[ValueMatcher]>,
+    query: Box<[ValueMatcher]>,
+}
+
+impl RouteMatcher {
+    /// Compiles a `match` section; `path` names it for errors (`...routes[2].match`).
+    pub(crate) fn compile(m: &config::RouteMatch, path: &str) -> Result<Self, ConfigError> {
+        let path_matcher = PathMatcher::compile(m.path.as_ref(), &format!("{path}.path"))?;
+        let mut methods = Vec::with_capacity(m.methods.len());
+        for (i, method) in m.methods.iter().enumerate() {
+            if !config::is_token(method) {
+                return Err(ConfigError::new(
+                    format!("{path}.methods[{i}]"),
+                    "must be an HTTP method (a token)",
+                ));
+            }
+            methods.push(Box::<str>::from(method.as_str()));
+        }
+        let list = |items: &[config::ValueMatch],
+                    kind: &str,
+                    lowercase: bool|
+         -> Result<Box<[ValueMatcher]>, ConfigError> {
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let vpath = format!("{path}.{kind}[{i}]");
+                    if v.name.is_empty() || (kind != "query" && !config::is_token(&v.name)) {
+                        return Err(ConfigError::new(
+                            format!("{vpath}.name"),
+                            "must be a valid name",
+                        ));
+                    }
+                    ValueMatcher::compile(v, &vpath, lowercase)
+                })
+                .collect()
+        };
+        Ok(Self {
+            path: path_matcher,
+            methods: methods.into(),
+            headers: list(&m.headers, "headers", true)?,
+            cookies: list(&m.cookies, "cookies", false)?,
+            query: list(&m.query, "query", false)?,
+        })
+    }
+
+    /// The path condition when it is a prefix (what `prefix_rewrite` replaces).
+    pub(crate) fn prefix(&self) -> Option<&str> {
+        match &self.path {
+            PathMatcher::Prefix(x) | PathMatcher::PrefixIgnoreCase(x) => Some(x),
+            _ => None,
+        }
+    }
+
+    /// Whether the request meets every condition. Cheap conditions go first; no
+    /// allocation unless a query condition is present.
+    pub(crate) fn matches<R: RequestView + ?Sized>(&self, request: &R) -> bool {
+        if !self.methods.is_empty() {
+            let method = request.method();
+            if !self.methods.iter().any(|m| **m == *method) {
+                return false;
+            }
+        }
+        if !self.path.matches(request.path()) {
+            return false;
+        }
+        for h in &*self.headers {
+            if !h.judge(request.header_values(&h.name)) {
+                return false;
+            }
+        }
+        for c in &*self.cookies {
+            if !c.judge(request.cookie(&c.name).map(str::as_bytes).into_iter()) {
+                return false;
+            }
+        }
+        for q in &*self.query {
+            let value = request.query_param(&q.name);
+            if !q.judge(value.as_deref().map(str::as_bytes).into_iter()) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteMatcher;
+    use crate::config::RouteMatch;
+    use crate::route::testing::FakeRequest;
+
+    fn matcher(json: &str) -> RouteMatcher {
+        let m: RouteMatch = serde_json::from_str(json).expect("valid match JSON");
+        RouteMatcher::compile(&m, "match").expect("valid match")
+    }
+
+    fn error(json: &str) -> String {
+        let m: RouteMatch = serde_json::from_str(json).expect("valid match JSON");
+        RouteMatcher::compile(&m, "match")
+            .expect_err("invalid match")
+            .to_string()
+    }
+
+    #[test]
+    fn empty_match_takes_everything() {
+        let m = matcher("{}");
+        assert!(m.matches(&FakeRequest::get("/")));
+        assert!(m.matches(&FakeRequest::get("/anything?x").method("DELETE")));
+    }
+
+    #[test]
+    fn path_exact() {
+        let m = matcher(r#"{"path": {"exact": "/health"}}"#);
+        assert!(m.matches(&FakeRequest::get("/health")));
+        assert!(!m.matches(&FakeRequest::get("/health/")));
+        assert!(!m.matches(&FakeRequest::get("/HEALTH")));
+        assert!(!m.matches(&FakeRequest::get("/")));
+        let ci = matcher(r#"{"path": {"exact": "/health", "ignore_case": true}}"#);
+        assert!(ci.matches(&FakeRequest::get("/HeAlTh")));
+        assert!(!ci.matches(&FakeRequest::get("/healthz")));
+    }
+
+    #[test]
+    fn path_prefix() {
+        let m = matcher(r#"{"path": {"prefix": "/api/"}}"#);
+        assert!(m.matches(&FakeRequest::get("/api/")));
+        assert!(m.matches(&FakeRequest::get("/api/v1/users")));
+        assert!(!m.matches(&FakeRequest::get("/api")));
+        assert!(!m.matches(&FakeRequest::get("/API/v1")));
+        assert_eq!(m.prefix(), Some("/api/"));
+        let ci = matcher(r#"{"path": {"prefix": "/api/", "ignore_case": true}}"#);
+        assert!(ci.matches(&FakeRequest::get("/API/v1")));
+        assert!(!ci.matches(&FakeRequest::get("/ap")));
+    }
+
+    #[test]
+    fn path_regex_is_a_full_match() {
+        let m = matcher(r#"{"path": {"regex": "/users/[0-9]+"}}"#);
+        assert!(m.matches(&FakeRequest::get("/users/42")));
+        assert!(!m.matches(&FakeRequest::get("/users/42/posts")));
+        assert!(!m.matches(&FakeRequest::get("/v1/users/42")));
+        assert_eq!(m.prefix(), None);
+        // An alternation stays inside the anchors.
+        let alt = matcher(r#"{"path": {"regex": "/a|/b"}}"#);
+        assert!(alt.matches(&FakeRequest::get("/b")));
+        assert!(!alt.matches(&FakeRequest::get("/bx")));
+        assert!(!alt.matches(&FakeRequest::get("x/a")));
+    }
+
+    #[test]
+    fn methods_any_of() {
+        let m = matcher(r#"{"methods": ["GET", "HEAD"]}"#);
+        assert!(m.matches(&FakeRequest::get("/")));
+        assert!(m.matches(&FakeRequest::get("/").method("HEAD")));
+        assert!(!m.matches(&FakeRequest::get("/").method("POST")));
+        assert!(!m.matches(&FakeRequest::get("/").method("get")));
+    }
+
+    #[test]
+    fn header_kinds() {
+        let exact = matcher(r#"{"headers": [{"name": "X-Version", "exact": "v2"}]}"#);
+        assert!(exact.matches(&FakeRequest::get("/").header("x-version", "v2")));
+        assert!(!exact.matches(&FakeRequest::get("/").header("x-version", "v22")));
+        assert!(!exact.matches(&FakeRequest::get("/")));
+
+        let prefix = matcher(r#"{"headers": [{"name": "user-agent", "prefix": "curl/"}]}"#);
+        assert!(prefix.matches(&FakeRequest::get("/").header("User-Agent", "curl/8.0")));
+        assert!(!prefix.matches(&FakeRequest::get("/").header("User-Agent", "wget")));
+
+        let regex = matcher(r#"{"headers": [{"name": "x-id", "regex": "[a-f0-9]{4}"}]}"#);
+        assert!(regex.matches(&FakeRequest::get("/").header("x-id", "beef")));
+        assert!(!regex.matches(&FakeRequest::get("/").header("x-id", "beefy")));
+
+        let present = matcher(r#"{"headers": [{"name": "x-canary"}]}"#);
+        assert!(present.matches(&FakeRequest::get("/").header("X-Canary", "")));
+        assert!(!present.matches(&FakeRequest::get("/")));
+
+        let absent = matcher(r#"{"headers": [{"name": "x-canary", "present": false}]}"#);
+        assert!(absent.matches(&FakeRequest::get("/")));
+        assert!(!absent.matches(&FakeRequest::get("/").header("x-canary", "1")));
+    }
+
+    #[test]
+    fn header_repeated_fields_any_value_matches() {
+        let m = matcher(r#"{"headers": [{"name": "x-tag", "exact": "b"}]}"#);
+        assert!(m.matches(
+            &FakeRequest::get("/")
+                .header("x-tag", "a")
+                .header("X-Tag", "b")
+        ));
+        assert!(!m.matches(
+            &FakeRequest::get("/")
+                .header("x-tag", "a")
+                .header("x-tag", "c")
+        ));
+    }
+
+    #[test]
+    fn header_invert() {
+        let m = matcher(r#"{"headers": [{"name": "x-env", "exact": "prod", "invert": true}]}"#);
+        assert!(m.matches(&FakeRequest::get("/").header("x-env", "dev")));
+        assert!(m.matches(&FakeRequest::get("/")));
+        assert!(!m.matches(&FakeRequest::get("/").header("x-env", "prod")));
+    }
+
+    #[test]
+    fn cookies_and_query() {
+        let c = matcher(r#"{"cookies": [{"name": "group", "exact": "beta"}]}"#);
+        assert!(c.matches(&FakeRequest::get("/").cookie("group", "beta")));
+        assert!(!c.matches(&FakeRequest::get("/").cookie("group", "alpha")));
+        assert!(!c.matches(&FakeRequest::get("/").cookie("Group", "beta")));
+        assert!(!c.matches(&FakeRequest::get("/")));
+
+        let q = matcher(r#"{"query": [{"name": "debug", "regex": "1|true"}]}"#);
+        assert!(q.matches(&FakeRequest::get("/").query("debug", "true")));
+        assert!(!q.matches(&FakeRequest::get("/").query("debug", "yes")));
+        assert!(!q.matches(&FakeRequest::get("/")));
+        let qi = matcher(r#"{"query": [{"name": "debug", "invert": true}]}"#);
+        assert!(qi.matches(&FakeRequest::get("/")));
+        assert!(!qi.matches(&FakeRequest::get("/").query("debug", "")));
+    }
+
+    #[test]
+    fn every_condition_must_hold() {
+        let m = matcher(
+            r#"{"path": {"prefix": "/api"}, "methods": ["POST"],
+                "headers": [{"name": "x-a", "exact": "1"}],
+                "cookies": [{"name": "c", "present": true}],
+                "query": [{"name": "q", "prefix": "v"}]}"#,
+        );
+        let full = FakeRequest::get("/api/x")
+            .method("POST")
+            .header("x-a", "1")
+            .cookie("c", "")
+            .query("q", "v1");
+        assert!(m.matches(&full));
+        assert!(!m.matches(&FakeRequest {
+            path: "/web".into(),
+            ..full.clone()
+        }));
+        assert!(!m.matches(&full.clone().method("PUT")));
+        assert!(!m.matches(&FakeRequest {
+            headers: vec![],
+            ..full.clone()
+        }));
+        assert!(!m.matches(&FakeRequest {
+            cookies: vec![],
+            ..full.clone()
+        }));
+        assert!(!m.matches(&FakeRequest {
+            query: vec![],
+            ..full
+        }));
+    }
+
+    #[test]
+    fn bad_conditions_name_their_field() {
+        assert!(error(r#"{"path": {"exact": "/a", "prefix": "/b"}}"#).starts_with("match.path: "));
+        assert!(error(r#"{"path": {}}"#).starts_with("match.path: "));
+        assert!(error(r#"{"path": {"regex": "("}}"#).starts_with("match.path.regex: "));
+        assert!(error(r#"{"path": {"regex": "a)|(b"}}"#).starts_with("match.path.regex: "));
+        assert!(error(r#"{"methods": ["GET", "BAD METHOD"]}"#).starts_with("match.methods[1]: "));
+        assert!(
+            error(r#"{"headers": [{"name": "bad name"}]}"#).starts_with("match.headers[0].name: ")
+        );
+        assert!(
+            error(r#"{"headers": [{"name": "x", "exact": "a", "prefix": "b"}]}"#)
+                .starts_with("match.headers[0]: ")
+        );
+        assert!(error(r#"{"cookies": [{"name": "c", "regex": "[z-a]"}]}"#)
+            .starts_with("match.cookies[0].regex: "));
+        assert!(error(r#"{"query": [{"name": ""}]}"#).starts_with("match.query[0].name: "));
+    }
+
+    #[test]
+    fn huge_regex_is_refused() {
+        let json = format!(r#"{{"path": {{"regex": "{}"}}}}"#, "(a{1000}){1000}");
+        assert!(error(&json).starts_with("match.path.regex: "));
+    }
+}

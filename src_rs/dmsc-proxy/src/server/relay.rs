@@ -1,0 +1,289 @@
+//! Relaying a final response to the client: head edits, body framing changes
+//! (HTTP/1.0 clients, close-delimited upstreams), response buffering, pooling
+//! the upstream connection afterwards, and upgrades.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::dechunk::Dechunker;
+use super::forward::{fail, Failure};
+use super::respond;
+use super::upstream_head::Small;
+use super::{before, finish_response, Conn, Next, Request, FLUSH_AT, MAX_TRAILER};
+use crate::cluster::{Cluster, HostLease, Outcome};
+use crate::http1::{
+    encode_response_head, BodyFraming, ChunkedScanner, Head, HeadEdits, ResponseHead, Version,
+};
+use crate::pool::UpstreamConn;
+use crate::route::HeaderRewrite;
+
+/// How the upstream delimits the response body.
+enum UpBody {
+    Length(u64),
+    Chunked(ChunkedScanner),
+    Close,
+}
+
+/// The framing a HEAD or 304 response declares (sent on, with no body).
+fn declared_framing(response: &ResponseHead) -> BodyFraming {
+    if let Some(value) = response.header("content-length") {
+        if let Some(n) = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            return BodyFraming::ContentLength(n);
+        }
+    }
+    if response.header("transfer-encoding").is_some() {
+        return BodyFraming::Chunked;
+    }
+    BodyFraming::Empty
+}
+
+/// Relays a final response to the client (head, body or upgraded stream), returns
+/// the upstream connection to the pool when it is clean, and ends the lease.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn relay(
+    conn: &mut Conn,
+    rq: &mut Request<'_>,
+    cluster: &Arc<Cluster>,
+    lease: HostLease,
+    try_started: Instant,
+    response: ResponseHead,
+    mut upstream: UpstreamConn,
+    body_unsent: bool,
+) -> Next {
+    let status = response.status;
+    let route = rq.route;
+    // An upgrade, or a CONNECT tunnel: from here on bytes just flow both ways.
+    let tunnel = rq.head.method() == "CONNECT" && (200..300).contains(&status);
+    if status == 101 || tunnel {
+        if status == 101 && !rq.head.connection.upgrade {
+            lease.finish(Outcome::Reset, try_started.elapsed());
+            cluster.stats.rq_reset.inc();
+            return fail(conn, rq, Failure::BadResponse).await;
+        }
+        lease.finish(Outcome::Status(status), try_started.elapsed());
+        cluster.stats.record_response(status, try_started.elapsed());
+        rq.stats.record_status(status);
+        return upgrade(conn, response, upstream, &route.response_headers).await;
+    }
+    let client_10 = rq.head.version == Version::Http10;
+    let (up_body, client_framing) = match response.framing {
+        BodyFraming::Empty => {
+            let declared = if rq.head_only || status == 304 {
+                declared_framing(&response)
+            } else {
+                BodyFraming::Empty
+            };
+            (
+                UpBody::Length(0),
+                if client_10 && declared == BodyFraming::Chunked {
+                    BodyFraming::Empty
+                } else {
+                    declared
+                },
+            )
+        }
+        BodyFraming::ContentLength(n) => (UpBody::Length(n), BodyFraming::ContentLength(n)),
+        BodyFraming::Chunked => (
+            UpBody::Chunked(ChunkedScanner::new(MAX_TRAILER)),
+            if client_10 {
+                BodyFraming::CloseDelimited
+            } else {
+                BodyFraming::Chunked
+            },
+        ),
+        BodyFraming::CloseDelimited => (
+            UpBody::Close,
+            if client_10 {
+                BodyFraming::CloseDelimited
+            } else {
+                BodyFraming::Chunked
+            },
+        ),
+    };
+    let rechunk = matches!(up_body, UpBody::Close) && client_framing == BodyFraming::Chunked;
+    let mut dechunk = (matches!(up_body, UpBody::Chunked(_))
+        && client_framing == BodyFraming::CloseDelimited)
+        .then(Dechunker::default);
+    let close = rq.client_close
+        || client_framing == BodyFraming::CloseDelimited
+        || (body_unsent && !rq.body.is_done())
+        || !rq.body.is_done();
+    // Response header edits, plus keep-alive for HTTP/1.0 clients.
+    let mut remove: Small<&str, 16> = Small::new("");
+    let mut add: Small<(&str, &[u8]), 16> = Small::new(("", b""));
+    for name in &route.response_headers.remove {
+        remove.push(name);
+    }
+    for (name, value) in &route.response_headers.add {
+        add.push((name, value));
+    }
+    if client_10 && !close {
+        add.push(("connection", b"keep-alive"));
+    }
+    let edits = HeadEdits {
+        remove: remove.as_slice(),
+        add: add.as_slice(),
+        target: None,
+        host: None,
+    };
+    encode_response_head(&response, &edits, client_framing, close, &mut conn.cout);
+    rq.stats.record_status(status);
+    // The body.
+    let buffer_limit = rq.limits.response_buffer_bytes;
+    let flush_at = FLUSH_AT.max(buffer_limit);
+    let mut up_body = up_body;
+    let mut complete = false;
+    let mut failed = None;
+    loop {
+        let avail = conn.uend - conn.upos;
+        let (take, done) = match &mut up_body {
+            UpBody::Length(left) => {
+                let take = (*left).min(avail as u64);
+                *left -= take;
+                (take as usize, *left == 0)
+            }
+            UpBody::Chunked(scanner) => match scanner.scan(&conn.ubuf[conn.upos..conn.uend]) {
+                Ok(scan) => (scan.consumed, scan.complete),
+                Err(_) => {
+                    failed = Some(Outcome::Reset);
+                    break;
+                }
+            },
+            UpBody::Close => (avail, false),
+        };
+        if take > 0 {
+            let data = &conn.ubuf[conn.upos..conn.upos + take];
+            if rechunk {
+                respond::push_hex(&mut conn.cout, take as u64);
+                conn.cout.extend_from_slice(b"\r\n");
+                conn.cout.extend_from_slice(data);
+                conn.cout.extend_from_slice(b"\r\n");
+            } else if let Some(dechunk) = &mut dechunk {
+                dechunk.feed(data, &mut conn.cout);
+            } else if buffer_limit == 0 && conn.cout.len() + take > flush_at {
+                // Large pieces go out directly, without a copy.
+                if conn.flush().await.is_err() {
+                    failed = Some(Outcome::Status(status));
+                    break;
+                }
+                let data = &conn.ubuf[conn.upos..conn.upos + take];
+                match super::with_timeout(conn.io_timeout, conn.stream.write_all(data)).await {
+                    Some(Ok(())) => conn.bytes_out += take as u64,
+                    _ => {
+                        failed = Some(Outcome::Status(status));
+                        break;
+                    }
+                }
+            } else {
+                conn.cout.extend_from_slice(data);
+            }
+            conn.upos += take;
+        }
+        if done {
+            complete = true;
+            break;
+        }
+        // Wait for more of the body; the client gets what is here first unless
+        // the response is being buffered.
+        if (buffer_limit == 0 || conn.cout.len() > buffer_limit) && conn.flush().await.is_err() {
+            failed = Some(Outcome::Status(status));
+            break;
+        }
+        conn.upos = 0;
+        conn.uend = 0;
+        match before(rq.deadline, upstream.stream.read(&mut conn.ubuf)).await {
+            Some(Ok(0)) => {
+                if matches!(up_body, UpBody::Close) {
+                    complete = true;
+                } else {
+                    failed = Some(Outcome::Reset);
+                }
+                break;
+            }
+            Some(Ok(n)) => conn.uend = n,
+            Some(Err(_)) => {
+                failed = Some(Outcome::Reset);
+                break;
+            }
+            None => {
+                cluster.stats.rq_timeout.inc();
+                failed = Some(Outcome::Timeout);
+                break;
+            }
+        }
+    }
+    let elapsed = try_started.elapsed();
+    if complete {
+        if rechunk {
+            conn.cout.extend_from_slice(b"0\r\n\r\n");
+        }
+        let reusable = !response.connection.close
+            && !body_unsent
+            && rq.body.is_done()
+            && conn.upos == conn.uend
+            && !matches!(up_body, UpBody::Close);
+        if reusable {
+            lease.host.pool.put(upstream);
+        }
+        cluster.stats.record_response(status, elapsed);
+        lease.finish(Outcome::Status(status), elapsed);
+        finish_response(conn, close).await
+    } else {
+        let outcome = failed.unwrap_or(Outcome::Reset);
+        if outcome == Outcome::Reset {
+            cluster.stats.rq_reset.inc();
+        }
+        cluster.stats.record_response(status, elapsed);
+        lease.finish(outcome, elapsed);
+        let _ = conn.flush().await;
+        Next::Close
+    }
+}
+
+/// Relays a `101 Switching Protocols` (or a 2xx to CONNECT) and then bytes both
+/// ways until both close.
+async fn upgrade(
+    conn: &mut Conn,
+    response: ResponseHead,
+    mut upstream: UpstreamConn,
+    rewrite: &HeaderRewrite,
+) -> Next {
+    let remove: Vec<&str> = rewrite.remove.iter().map(|n| &**n).collect();
+    let add: Vec<(&str, &[u8])> = rewrite.add.iter().map(|(n, v)| (&**n, &**v)).collect();
+    let edits = HeadEdits {
+        remove: &remove,
+        add: &add,
+        target: None,
+        host: None,
+    };
+    encode_response_head(&response, &edits, BodyFraming::Empty, false, &mut conn.cout);
+    conn.cout
+        .extend_from_slice(&conn.ubuf[conn.upos..conn.uend]);
+    conn.upos = conn.uend;
+    if conn.flush().await.is_err() {
+        return Next::Close;
+    }
+    if conn.pos < conn.end {
+        if upstream
+            .stream
+            .write_all(&conn.buf[conn.pos..conn.end])
+            .await
+            .is_err()
+        {
+            return Next::Close;
+        }
+        conn.pos = conn.end;
+    }
+    if let Ok((up, down)) =
+        tokio::io::copy_bidirectional(&mut conn.stream, &mut upstream.stream).await
+    {
+        conn.bytes_in += up;
+        conn.bytes_out += down;
+    }
+    Next::Close
+}

@@ -1,0 +1,160 @@
+//! The request head sent upstream: route edits, rewrites, tracing headers and
+//! the remaining deadline, composed without heap allocation in the usual case.
+
+use dmsc_core::trace::TraceContext;
+
+use super::respond;
+use super::DEADLINE_HEADER;
+use crate::http1::{encode_request_head, Head, HeadEdits, RequestHead};
+use crate::route::{HeaderRewrite, Route};
+
+/// Headers added for tracing, computed once per request (the same on every try).
+pub(crate) struct TraceIds {
+    /// A generated `x-request-id` (None: the client sent one, kept as is).
+    request_id: Option<[u8; 32]>,
+    /// The `traceparent` of the upstream call.
+    traceparent: [u8; 55],
+}
+
+impl TraceIds {
+    pub(crate) fn of(head: &RequestHead) -> Self {
+        let request_id = if head.header("x-request-id").is_some() {
+            None
+        } else {
+            let mut raw = [0u8; 16];
+            raw[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+            raw[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+            let mut id = [0u8; 32];
+            respond::hex_into(&raw, &mut id);
+            Some(id)
+        };
+        let context = head
+            .header("traceparent")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| TraceContext::parse(v).ok())
+            .map_or_else(TraceContext::new_root, |parent| parent.child());
+        let mut traceparent = [0u8; 55];
+        traceparent[..3].copy_from_slice(b"00-");
+        respond::hex_into(&context.trace_id, &mut traceparent[3..35]);
+        traceparent[35] = b'-';
+        respond::hex_into(&context.span_id, &mut traceparent[36..52]);
+        traceparent[52] = b'-';
+        respond::hex_into(&[context.flags], &mut traceparent[53..55]);
+        Self {
+            request_id,
+            traceparent,
+        }
+    }
+}
+
+/// A few items on the stack, spilling to the heap past `N`.
+pub(crate) struct Small<T: Copy, const N: usize> {
+    items: [T; N],
+    len: usize,
+    spill: Vec<T>,
+}
+
+impl<T: Copy, const N: usize> Small<T, N> {
+    pub(crate) fn new(fill: T) -> Self {
+        Self {
+            items: [fill; N],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+    pub(crate) fn push(&mut self, item: T) {
+        if self.spill.is_empty() && self.len < N {
+            self.items[self.len] = item;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.items[..self.len]);
+            }
+            self.spill.push(item);
+        }
+    }
+    pub(crate) fn as_slice(&self) -> &[T] {
+        if self.spill.is_empty() {
+            &self.items[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+/// Writes the head sent upstream: route edits, path and host rewrites, tracing
+/// headers, and the remaining deadline.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_upstream(
+    head: &RequestHead,
+    route: &Route,
+    trace: Option<&TraceIds>,
+    peer_text: &[u8],
+    deadline_ms: Option<u64>,
+    scratch: &mut Vec<u8>,
+    target: &mut String,
+    out: &mut Vec<u8>,
+) {
+    let mut remove: Small<&str, 16> = Small::new("");
+    let mut add: Small<(&str, &[u8]), 16> = Small::new(("", b""));
+    let rewrite: &HeaderRewrite = &route.request_headers;
+    for name in &rewrite.remove {
+        remove.push(name);
+    }
+    for (name, value) in &rewrite.add {
+        add.push((name, value));
+    }
+    let deadline_digits = deadline_ms.map(respond::u64_digits);
+    if let Some((digits, start)) = &deadline_digits {
+        remove.push(DEADLINE_HEADER);
+        add.push((DEADLINE_HEADER, &digits[*start..]));
+    }
+    if let Some(trace) = trace {
+        scratch.clear();
+        for (name, value) in head.header_pairs() {
+            if name.eq_ignore_ascii_case(b"x-forwarded-for") && !value.is_empty() {
+                if !scratch.is_empty() {
+                    scratch.extend_from_slice(b", ");
+                }
+                scratch.extend_from_slice(value);
+            }
+        }
+        if !scratch.is_empty() {
+            scratch.extend_from_slice(b", ");
+        }
+        scratch.extend_from_slice(peer_text);
+        remove.push("x-forwarded-for");
+        remove.push("traceparent");
+        add.push(("x-forwarded-for", scratch));
+        add.push(("via", b"1.1 dmsc"));
+        if let Some(id) = &trace.request_id {
+            add.push(("x-request-id", id));
+        }
+        add.push(("traceparent", &trace.traceparent));
+    }
+    let mut new_target = None;
+    if let Some((prefix, replacement)) = &route.prefix_rewrite {
+        let original = head.target();
+        if original.starts_with('/') && original.starts_with(&**prefix) {
+            target.clear();
+            target.push_str(replacement);
+            let rest = &original[prefix.len()..];
+            if target.ends_with('/') && rest.starts_with('/') {
+                target.push_str(&rest[1..]);
+            } else {
+                if target.is_empty() && !rest.starts_with('/') {
+                    target.push('/');
+                }
+                target.push_str(rest);
+            }
+            new_target = Some(target.as_str());
+        }
+    }
+    let edits = HeadEdits {
+        remove: remove.as_slice(),
+        add: add.as_slice(),
+        target: new_target,
+        host: route.host_rewrite.as_deref(),
+    };
+    encode_request_head(head, &edits, head.framing, out);
+}
