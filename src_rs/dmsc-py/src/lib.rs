@@ -14,6 +14,7 @@ mod limits;
 mod mesh;
 mod metrics;
 mod pickers;
+mod proxy;
 
 /// The cargo profile this module was compiled with: "release" or "debug".
 #[pyfunction]
@@ -36,5 +37,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     limits::register(m)?;
     breaker::register(m)?;
     mesh::register(m)?;
+    proxy::register(m)?;
     Ok(())
 }
