@@ -12,6 +12,7 @@ CARGO := cargo
 CARGO_FLAGS := --locked --manifest-path src_rs/Cargo.toml
 # System packages the build, tests and benchmarks use (Debian names).
 APT_PACKAGES := build-essential pkg-config python3-dev valgrind etcd-server dnsutils
+APT_PACKAGES += wrk nginx haproxy
 
 BUILD_INPUTS := setup.py pyproject.toml $(shell find src_rs -path src_rs/target -prune -o \
 	\( -name '*.rs' -o -name 'Cargo.*' -o -name '*.h' \) -print) $(wildcard pyx/*.pyx pyx/*.pxd)
@@ -29,7 +30,7 @@ test: build
 	$(MAKE) lint rust-test py-test
 
 rust-test: sysdeps
-	$(CARGO) test $(CARGO_FLAGS) --release -p dmsc-core -p dmsc-capi
+	$(CARGO) test $(CARGO_FLAGS) --release -p dmsc-core -p dmsc-capi -p dmsc-proxy
 	# The C library with only the base feature: compiled-out features must refuse cleanly.
 	$(CARGO) test $(CARGO_FLAGS) --release -p dmsc-capi --no-default-features --features service-mesh
 
@@ -37,13 +38,15 @@ py-test: build
 	$(PY) -m pytest -q tests
 
 bench: build
-	$(CARGO) bench $(CARGO_FLAGS) -p dmsc-core -- --quiet --warm-up-time 1 --measurement-time 2
+	$(CARGO) bench $(CARGO_FLAGS) -p dmsc-core -p dmsc-proxy -- --quiet --warm-up-time 1 --measurement-time 2
 	$(PY) benches/run.py
 	$(PY) benches/control_plane.py
 	mkdir -p bench-results
 	gcc -O2 -std=c11 -Wall -Wextra -Werror benches/c/discover_bench.c -o bench-results/discover_bench \
 		$$($(PY) -m dmsc.capi --cflags --libs)
 	bench-results/discover_bench
+	$(VENV)/bin/dmsc bench proxy --out bench-results
+	$(VENV)/bin/dmsc bench proxy --l4 --out bench-results
 
 lint: build
 	$(VENV)/bin/ruff check python dmsc_fast tests benches setup.py
