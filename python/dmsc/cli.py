@@ -6,19 +6,26 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import signal
 import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import uvloop
 
 import dmsc_fast
 from dmsc.client import CommandError, call
 from dmsc.config import ConfigError, load_config, parse_address
-from dmsc.controller import Controller, ControllerConfig
+from dmsc.sidecar import add_arguments as add_sidecar_arguments
+from dmsc.sidecar import run_command as run_sidecar
+
+if TYPE_CHECKING:
+    # The controller (its store, DNS and API) is imported by the commands that run it, so
+    # that `dmsc sidecar` does not carry it in its resident memory.
+    from dmsc.controller import ControllerConfig
 
 DEFAULT_CONTROLLER = "http://127.0.0.1:8500"
 
@@ -115,6 +122,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def controller_config(args: argparse.Namespace) -> ControllerConfig:
+    from dmsc.controller import ControllerConfig
+
     config = load_config(args.config) if args.config else ControllerConfig()
     if args.http is not None:
         config.http = args.http
@@ -142,6 +151,8 @@ def _stop_on_signals() -> Callable[[], Awaitable[None]]:
 
 
 async def _run_controller(config: ControllerConfig) -> None:
+    from dmsc.controller import Controller
+
     wait = _stop_on_signals()
     controller = Controller(config)
     await controller.start()
@@ -179,7 +190,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         config.store = f"sqlite:{state / 'registry.db'}"
 
     async def up() -> None:
-        await run_up(config, _stop_on_signals())
+        await run_up(config, _stop_on_signals(), state, args.sidecar)
 
     try:
         uvloop.run(up())
@@ -187,6 +198,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         if etcd is not None:
             etcd.stop()
     return 0
+
+
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    return run_sidecar(args)
 
 
 def cmd_build_info(_: argparse.Namespace) -> int:
@@ -212,11 +227,54 @@ def _controller_flags(parser: argparse.ArgumentParser, http_default: str) -> Non
     parser.add_argument("--domain", help="DNS domain of service names (default dmsc)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dmsc", description="The dmsc service mesh.")
+def _terminal_columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size` answers it: $COLUMNS, else the
+    terminal's, else 80. (argparse imports shutil for this, and shutil its compression
+    modules, which would stay resident in the sidecar.)"""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, as wide as the terminal."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (its subcommands' parsers too) using `_HelpFormatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `dmsc` parser; `command`, the subcommand about to run when known, lets it leave
+    out the modules only other subcommands need."""
+    parser = _Parser(prog="dmsc", description="The dmsc service mesh.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = commands.add_parser("up", help="start a local mesh: controller and sample services")
+    up = commands.add_parser(
+        "up", help="start a local mesh: controller, sample services and a sidecar"
+    )
     _controller_flags(up, "127.0.0.1:8500")
     up.add_argument("--state-dir", default=".dmsc", help="where the local mesh keeps its state")
     up.add_argument(
@@ -225,13 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a local etcd (Debian etcd-server) and use it as the store, as a "
         "mesh spanning machines would",
     )
+    up.add_argument(
+        "--sidecar",
+        default="127.0.0.1:15001",
+        metavar="HOST:PORT",
+        help="where the sample sidecar listens for requests to the sample services",
+    )
     up.set_defaults(run=cmd_up)
 
     controller = commands.add_parser("controller", help="run the controller")
     _controller_flags(controller, "127.0.0.1:8500")
     controller.set_defaults(run=cmd_controller)
 
-    client = argparse.ArgumentParser(add_help=False)
+    sidecar = commands.add_parser(
+        "sidecar", help="run the data-plane proxy (--config FILE, or --listen and --upstream)"
+    )
+    add_sidecar_arguments(sidecar)
+    sidecar.set_defaults(run=cmd_sidecar)
+
+    client = _Parser(add_help=False)
     client.add_argument(
         "--controller",
         default=DEFAULT_CONTROLLER,
@@ -273,11 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build-info", help="compiled parts in use, as JSON")
     build.set_defaults(run=cmd_build_info)
+
+    # The benchmark harness is a large module: it is loaded for `dmsc bench`, for help and
+    # for unknown commands (whose error lists every command), not for a command known here.
+    if command is None or command not in commands.choices:
+        from dmsc.bench import add_bench_parser
+
+        # Its parsers are `_Parser`s too (an ArgumentParser subclass).
+        add_bench_parser(cast("argparse._SubParsersAction[argparse.ArgumentParser]", commands))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((word for word in words if not word.startswith("-")), None))
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 
@@ -14,6 +12,11 @@ class CommandError(Exception):
 
 def call(controller: str, method: str, path: str, body: object = None) -> Any:
     """One JSON request to the controller's API."""
+    # Imported here: urllib.request brings http.client, email and ssl, which processes that
+    # only import this module for CommandError (the sidecar) should not keep resident.
+    import urllib.error
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
         controller.rstrip("/") + path,

@@ -1,0 +1,761 @@
+"""`dmsc sidecar`: configuration errors, the quick form, the admin API, reload, discovery
+from the controller, registration and graceful stop, with real processes on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import DMSC, ControllerProcess
+
+from dmsc.config import line_of
+
+READY = re.compile(r"^dmsc sidecar: listening (.*) admin=(\S+)$")
+WAIT_S = 20.0
+
+
+# ---- real upstreams ---------------------------------------------------------------------
+
+
+class Upstream(ThreadingHTTPServer):
+    """An HTTP/1.1 server on loopback that answers its name and what it received.
+
+    `GET /slow` waits `slow_s` before answering (and sets `slow_started` on arrival).
+    """
+
+    daemon_threads = True
+
+    def __init__(self, name: str, slow_s: float = 1.5) -> None:
+        super().__init__(("127.0.0.1", 0), _UpstreamHandler)
+        self.name = name
+        self.slow_s = slow_s
+        self.slow_started = threading.Event()
+        self.requests = 0
+        self.seen_headers: list[dict[str, str]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+
+class _UpstreamHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Upstream
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.requests += 1
+            self.server.seen_headers.append({k.lower(): v for k, v in self.headers.items()})
+        if self.path.startswith("/slow"):
+            self.server.slow_started.set()
+            time.sleep(self.server.slow_s)
+        body = json.dumps({"name": self.server.name, "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def upstream(name: str) -> Iterator[Upstream]:
+    server = Upstream(name)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def echo_server() -> Iterator[int]:
+    """A TCP echo server on loopback (for L4 listeners)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+# ---- the sidecar process ----------------------------------------------------------------
+
+
+class Sidecar:
+    """A `dmsc sidecar` process; `listeners` and `admin` come from its ready line."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*DMSC, "sidecar", "--admin", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stderr: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self.listeners: dict[str, tuple[str, int]] = {}
+        self.admin = ("", 0)
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            match = READY.match(line.rstrip("\n"))
+            if match:
+                for item in match.group(1).split():
+                    name, _, address = item.partition("=")
+                    self.listeners[name] = _split(address)
+                self.admin = _split(match.group(2))
+                return
+        self.proc.kill()
+        self.proc.wait()
+        raise AssertionError(f"the sidecar never became ready: {self.log}")
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.stderr)
+
+    def port(self, listener: str = "main") -> int:
+        return self.listeners[listener][1]
+
+    def call(self, method: str, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(*self.admin, timeout=10)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def wait_log(self, pattern: str) -> str:
+        """Waits for a stderr line matching `pattern`."""
+        found = wait_for(lambda: next((s for s in self.stderr if re.search(pattern, s)), None))
+        assert isinstance(found, str), f"no log line matching {pattern!r}: {self.log}"
+        return found
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def sidecar(*args: str) -> Iterator[Sidecar]:
+    process = Sidecar(*args)
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
+    """Polls `check` until it answers something truthy (or the time is up: None)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    return None
+
+
+def get(port: int, path: str = "/", host: str = "app") -> tuple[int, dict[str, Any]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, json.loads(body) if response.status == 200 else {}
+    finally:
+        conn.close()
+
+
+def run_sidecar(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DMSC, "sidecar", *args], capture_output=True, text=True, timeout=WAIT_S, check=False
+    )
+
+
+def routed_config(color: str, blue: Upstream, green: Upstream, extra: str = "") -> str:
+    return f"""\
+listeners:
+  - name: main
+    listen: 127.0.0.1:0
+    virtual_hosts:
+      - name: app
+        domains: ["*"]
+        routes:
+          - match: {{path: {{prefix: /}}}}
+            cluster: {color}
+clusters:
+  - name: blue
+    endpoints: [{blue.address}]
+  - name: green
+    endpoints: [{green.address}]
+{extra}"""
+
+
+# ---- configuration errors ---------------------------------------------------------------
+
+
+def test_yaml_syntax_error_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("listeners:\n  - name: main\n    listen: [127.0.0.1:0\nclusters: []\n")
+    result = run_sidecar("--config", str(path))
+    assert result.returncode == 2
+    assert re.search(rf"{re.escape(str(path))}:\d+: not valid YAML", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mistake", "line", "field"),
+    [
+        ("    lb: sideways\n", 9, "clusters[0].lb"),
+        ("    lbb: round_robin\n", 9, "lbb"),
+        ("    connect_timeout_ms: soon\n", 9, "clusters[0].connect_timeout_ms"),
+    ],
+)
+def test_bad_engine_field_exits_2_with_line_and_path(
+    tmp_path: Path, mistake: str, line: int, field: str
+) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(
+        "listeners:\n"
+        "  - name: main\n"
+        "    listen: 127.0.0.1:0\n"
+        "    protocol: tcp\n"
+        "    cluster: web\n"
+        "clusters:\n"
+        "  - name: web\n"
+        "    endpoints: [127.0.0.1:9]\n" + mistake
+    )
+    result = run_sidecar("--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}:{line}: " in result.stderr, result.stderr
+    assert field in result.stderr
+
+
+def test_cross_reference_error_names_the_route(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(
+        "listeners:\n"
+        "  - name: main\n"
+        "    listen: 127.0.0.1:0\n"
+        "    virtual_hosts:\n"
+        "      - name: app\n"
+        '        domains: ["*"]\n'
+        "        routes:\n"
+        "          - match: {path: {prefix: /}}\n"
+        "            cluster: nowhere\n"
+        "clusters: []\n"
+    )
+    result = run_sidecar("--config", str(path))
+    assert result.returncode == 2
+    # The route (line 8) or its `cluster` field (line 9).
+    assert re.search(
+        rf"{re.escape(str(path))}:[89]: listeners\[0\]\.virtual_hosts\[0\]\.routes\[0\]",
+        result.stderr,
+    ), result.stderr
+    assert "nowhere" in result.stderr
+
+
+def test_bad_sidecar_section_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(
+        "sidecar:\n"
+        "  drain_timeout_s: 5\n"
+        "  register:\n"
+        "    service: users\n"
+        "    prot: 80\n"
+        "listeners: []\n"
+    )
+    result = run_sidecar("--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}:5: sidecar.register.prot: unknown field" in result.stderr, result.stderr
+
+
+def test_missing_file_and_missing_flags_are_refused(tmp_path: Path) -> None:
+    result = run_sidecar("--config", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2 and "cannot read" in result.stderr
+    result = run_sidecar("--listen", "127.0.0.1:0")
+    assert result.returncode == 2 and "--upstream" in result.stderr
+
+
+def test_listener_address_in_use_is_a_config_error(tmp_path: Path) -> None:
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = taken.getsockname()[1]
+        result = run_sidecar("--listen", f"127.0.0.1:{port}", "--upstream", "127.0.0.1:9")
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    assert "listeners[0].listen" in result.stderr, result.stderr
+
+
+# ---- quick form and admin API -----------------------------------------------------------
+
+
+def test_quick_form_proxies_to_the_upstreams() -> None:
+    with (
+        upstream("one") as one,
+        upstream("two") as two,
+        sidecar("--listen", "127.0.0.1:0", "--upstream", f"{one.address},{two.address}") as proc,
+    ):
+        names = set()
+        for _ in range(40):
+            status, body = get(proc.port(), "/hello?x=1")
+            assert status == 200
+            assert body["path"] == "/hello?x=1"
+            names.add(body["name"])
+        assert names <= {"one", "two"}
+        assert one.requests + two.requests == 40
+        headers = (one.seen_headers + two.seen_headers)[-1]
+        assert "x-request-id" in headers and "x-forwarded-for" in headers
+        assert proc.stop() == 0
+
+
+def test_quick_form_tcp_moves_bytes() -> None:
+    with (
+        echo_server() as port,
+        sidecar(
+            "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{port}", "--protocol", "tcp"
+        ) as proc,
+    ):
+        with socket.create_connection(("127.0.0.1", proc.port()), timeout=10) as conn:
+            payload = bytes(range(256)) * 1024
+            conn.sendall(payload)
+            conn.shutdown(socket.SHUT_WR)
+            received = b""
+            while data := conn.recv(65536):
+                received += data
+        assert received == payload
+        assert proc.stop() == 0
+
+
+def test_admin_api() -> None:
+    with upstream("one") as one, sidecar("--listen", "127.0.0.1:0", "--upstream", one.address) as p:
+        assert get(p.port())[0] == 200
+        assert p.call("GET", "/ready") == (200, b"ready\n")
+        status, metrics = p.call("GET", "/metrics")
+        assert status == 200
+        text = metrics.decode()
+        assert 'dmsc_listener_requests_total{listener="main"}' in text
+        assert 'dmsc_sidecar_reloads_total{result="ok"} 0' in text
+        status, clusters = p.call("GET", "/clusters")
+        assert status == 200 and "upstream" in json.dumps(json.loads(clusters))
+        status, config = p.call("GET", "/config")
+        live = json.loads(config)
+        assert status == 200
+        assert live["listeners"][0]["name"] == "main"
+        assert live["clusters"][0]["lb"] == "least_request"
+        assert live["tracing"] is True
+        # The quick form has no file to reload.
+        status, body = p.call("POST", "/reload")
+        assert status == 400 and b"no config file" in body
+        assert p.call("GET", "/reload")[0] == 405
+        assert p.call("GET", "/nothing")[0] == 404
+        # POST /drain stops the sidecar gracefully.
+        assert p.call("POST", "/drain")[0] == 202
+        assert p.proc.wait(timeout=WAIT_S) == 0
+        p.wait_log("stopped")
+
+
+# ---- reload -----------------------------------------------------------------------------
+
+
+def test_sighup_switches_blue_to_green_without_a_failed_request(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.yaml"
+    with upstream("blue") as blue, upstream("green") as green:
+        path.write_text(routed_config("blue", blue, green))
+        with sidecar("--config", str(path)) as proc:
+            seen: list[str] = []
+            failures: list[str] = []
+            stop = threading.Event()
+
+            def client() -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", proc.port(), timeout=10)
+                while not stop.is_set():
+                    try:
+                        conn.request("GET", "/")
+                        response = conn.getresponse()
+                        body = response.read()
+                        if response.status != 200:
+                            failures.append(f"{response.status} {body!r}")
+                        else:
+                            seen.append(json.loads(body)["name"])
+                    except (OSError, http.client.HTTPException) as err:
+                        failures.append(repr(err))
+                        conn.close()
+                        conn = http.client.HTTPConnection("127.0.0.1", proc.port(), timeout=10)
+                conn.close()
+
+            thread = threading.Thread(target=client)
+            thread.start()
+            try:
+                assert wait_for(lambda: "blue" in seen)
+                path.write_text(routed_config("green", blue, green))
+                proc.proc.send_signal(signal.SIGHUP)
+                assert wait_for(lambda: seen and seen[-1] == "green"), proc.log
+                proc.wait_log("reload ok: generation 2")
+                # Instant rollback, this time through the admin API.
+                path.write_text(routed_config("blue", blue, green))
+                status, body = proc.call("POST", "/reload")
+                assert status == 200 and json.loads(body)["generation"] == 3
+                count = len(seen)
+                assert wait_for(lambda: len(seen) > count + 20)
+                assert seen[-1] == "blue"
+            finally:
+                stop.set()
+                thread.join()
+            assert failures == []
+            status, metrics = proc.call("GET", "/metrics")
+            assert 'dmsc_sidecar_reloads_total{result="ok"} 2' in metrics.decode()
+            assert proc.stop() == 0
+
+
+def test_bad_reload_keeps_the_running_config(tmp_path: Path) -> None:
+    path = tmp_path / "sidecar.yaml"
+    with upstream("blue") as blue, upstream("green") as green:
+        path.write_text(routed_config("blue", blue, green))
+        with sidecar("--config", str(path)) as proc:
+            _, before = proc.call("GET", "/config")
+            # A route to a cluster that does not exist (line 9).
+            path.write_text(routed_config("purple", blue, green))
+            status, body = proc.call("POST", "/reload")
+            assert status == 400
+            error = json.loads(body)["error"]
+            assert re.match(
+                rf"{re.escape(str(path))}:[89]: listeners\[0\]\.virtual_hosts\[0\]\.routes\[0\]",
+                error,
+            ), error
+            assert get(proc.port())[1]["name"] == "blue"
+            # Broken YAML through SIGHUP: logged, and nothing changes either.
+            path.write_text("listeners: [\n")
+            proc.proc.send_signal(signal.SIGHUP)
+            proc.wait_log(rf"reload failed, the running config stays: {re.escape(str(path))}:\d")
+            assert get(proc.port())[1]["name"] == "blue"
+            assert proc.call("GET", "/config") == (200, before)
+            assert proc.proc.poll() is None
+            status, metrics = proc.call("GET", "/metrics")
+            assert 'dmsc_sidecar_reloads_total{result="failed"} 2' in metrics.decode()
+            assert proc.stop() == 0
+
+
+# ---- the controller ---------------------------------------------------------------------
+
+
+def _register(controller: ControllerProcess, service: str, server: Upstream, version: str) -> None:
+    status, body = controller.call(
+        "PUT",
+        "/v1/registry/instances",
+        {"name": service, "host": "127.0.0.1", "port": server.port, "version": version},
+    )
+    assert status == 201, body
+
+
+def test_controller_watch_feeds_endpoints_and_outlives_the_controller(tmp_path: Path) -> None:
+    controller = ControllerProcess().start()
+    try:
+        with upstream("v1") as v1, upstream("v2") as v2:
+            _register(controller, "api", v1, "v1")
+            _register(controller, "api", v2, "v2")
+            path = tmp_path / "sidecar.yaml"
+            path.write_text(
+                f"sidecar:\n  controller: {controller.url}\n"
+                "listeners:\n"
+                "  - name: main\n"
+                "    listen: 127.0.0.1:0\n"
+                "    virtual_hosts:\n"
+                "      - name: app\n"
+                '        domains: ["*"]\n'
+                "        routes:\n"
+                "          - match: {path: {prefix: /}}\n"
+                "            cluster: api_v2\n"
+                "clusters:\n"
+                "  - name: api_v2\n"
+                "    service: api\n"
+                "    version: v2\n"
+            )
+            with sidecar("--config", str(path)) as proc:
+                # Only the v2 instance serves the v2 cluster.
+                names = {get(proc.port())[1].get("name") for _ in range(10)}
+                assert names == {"v2"}
+                hosts = json.dumps(json.loads(proc.call("GET", "/clusters")[1]))
+                assert v2.address in hosts and v1.address not in hosts
+                # The controller dies: the last endpoints keep serving.
+                controller.stop(signal.SIGKILL)
+                proc.wait_log(r"controller lost")
+                for _ in range(10):
+                    status, body = get(proc.port())
+                    assert status == 200 and body["name"] == "v2"
+                assert len([s for s in proc.stderr if "controller lost" in s]) == 1
+                assert proc.stop() == 0
+    finally:
+        controller.stop(signal.SIGKILL)
+
+
+def test_discovery_follows_registry_changes(tmp_path: Path) -> None:
+    controller = ControllerProcess().start()
+    try:
+        with upstream("first") as first, upstream("second") as second:
+            _register(controller, "api", first, "")
+            with sidecar(
+                "--config",
+                str(_discovery_config(tmp_path)),
+                "--controller",
+                controller.url,
+            ) as proc:
+                assert get(proc.port())[1]["name"] == "first"
+                _register(controller, "api", second, "")
+                status, _ = controller.call("DELETE", f"/v1/registry/instances/api/{first.address}")
+                assert status == 200
+                assert wait_for(lambda: get(proc.port())[1].get("name") == "second")
+                # A reload rebuilds the cluster: discovered endpoints are applied again.
+                status, _ = proc.call("POST", "/reload")
+                assert status == 200
+                assert {get(proc.port())[1].get("name") for _ in range(5)} == {"second"}
+                assert proc.stop() == 0
+    finally:
+        controller.stop(signal.SIGKILL)
+
+
+def _discovery_config(tmp_path: Path) -> Path:
+    path = tmp_path / "discovery.yaml"
+    path.write_text(
+        "listeners:\n"
+        "  - name: main\n"
+        "    listen: 127.0.0.1:0\n"
+        "    virtual_hosts:\n"
+        "      - name: app\n"
+        '        domains: ["*"]\n'
+        "        routes:\n"
+        "          - match: {path: {prefix: /}}\n"
+        "            cluster: api\n"
+        "clusters:\n"
+        "  - name: api\n"
+        "    service: api\n"
+    )
+    return path
+
+
+def test_sigterm_deregisters_then_drains_the_request_in_flight(tmp_path: Path) -> None:
+    controller = ControllerProcess().start()
+    try:
+        with upstream("app") as app:
+            path = tmp_path / "sidecar.yaml"
+            path.write_text(
+                "sidecar:\n"
+                f"  controller: {controller.url}\n"
+                "  drain_timeout_s: 15\n"
+                "  deregister_grace_s: 0.2\n"
+                "  register:\n"
+                "    service: users\n"
+                "    version: v3\n"
+                "    listener: inbound\n"
+                "listeners:\n"
+                "  - name: inbound\n"
+                "    listen: 127.0.0.1:0\n"
+                "    virtual_hosts:\n"
+                "      - name: local\n"
+                '        domains: ["*"]\n'
+                "        routes:\n"
+                "          - match: {path: {prefix: /}}\n"
+                "            cluster: local\n"
+                "clusters:\n"
+                "  - name: local\n"
+                f"    endpoints: [{app.address}]\n"
+            )
+            with sidecar("--config", str(path)) as proc:
+                port = proc.port("inbound")
+
+                def listed() -> bool:
+                    status, body = controller.call("GET", "/v1/registry/services/users")
+                    return status == 200 and any(
+                        i["port"] == port and i["version"] == "v3" for i in body["instances"]
+                    )
+
+                assert wait_for(listed), proc.log
+                result: list[tuple[int, dict[str, Any]]] = []
+                slow = threading.Thread(
+                    target=lambda: result.append(get(port, "/slow", host="users"))
+                )
+                slow.start()
+                assert app.slow_started.wait(WAIT_S)
+                proc.proc.send_signal(signal.SIGTERM)
+
+                def unready() -> bool:
+                    try:
+                        return proc.call("GET", "/ready")[0] == 503
+                    except OSError:
+                        return False
+
+                assert wait_for(unready), proc.log
+                slow.join(WAIT_S)
+                assert result and result[0][0] == 200 and result[0][1]["path"] == "/slow"
+                assert proc.proc.wait(timeout=WAIT_S) == 0
+                assert not listed()
+                lines = proc.stderr
+                deregistered = next(i for i, s in enumerate(lines) if "deregistered users/" in s)
+                draining = next(i for i, s in enumerate(lines) if "draining:" in s)
+                assert deregistered < draining
+                assert any("drained" in s for s in lines)
+    finally:
+        controller.stop(signal.SIGKILL)
+
+
+def test_registration_comes_back_after_a_controller_restart(tmp_path: Path) -> None:
+    controller = ControllerProcess().start()
+    port = controller.port
+    try:
+        with upstream("app") as app:
+            path = tmp_path / "sidecar.yaml"
+            path.write_text(
+                "sidecar:\n"
+                f"  controller: {controller.url}\n"
+                "  register: {service: users, ttl: 3}\n"
+                "listeners:\n"
+                "  - name: main\n"
+                "    listen: 127.0.0.1:0\n"
+                "    protocol: tcp\n"
+                "    cluster: local\n"
+                "clusters:\n"
+                f"  - {{name: local, endpoints: [{app.address}]}}\n"
+            )
+            with sidecar("--config", str(path)) as proc:
+
+                def listed() -> bool:
+                    status, body = controller.call("GET", "/v1/registry/services/users")
+                    return status == 200 and [i["port"] for i in body["instances"]] == [proc.port()]
+
+                assert wait_for(listed), proc.log
+                # A controller on a memory store forgets everything when it restarts.
+                controller.stop(signal.SIGKILL)
+                controller = ControllerProcess("--http", f"127.0.0.1:{port}").start()
+                assert wait_for(listed), proc.log
+                assert len([s for s in proc.stderr if "registered users/" in s]) == 2
+                assert proc.stop() == 0
+                assert not listed()
+    finally:
+        controller.stop(signal.SIGKILL)
+
+
+# ---- the YAML position mapping behind every FILE:LINE -----------------------------------
+
+_keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=6)
+_documents = st.recursive(
+    st.one_of(st.integers(), st.booleans(), st.text(alphabet="xyz ", max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=4),
+        st.dictionaries(_keys, inner, min_size=1, max_size=4),
+    ),
+    max_leaves=20,
+).filter(lambda doc: isinstance(doc, dict))
+
+
+def _paths(value: Any, path: str = "") -> Iterator[tuple[str, str | None]]:
+    """Every path in a document, with the key its last step names (None: an index)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else key
+            yield child, key
+            yield from _paths(item, child)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield f"{path}[{i}]", None
+            yield from _paths(item, f"{path}[{i}]")
+
+
+@settings(max_examples=200, deadline=None)
+@given(document=_documents, flow=st.booleans(), junk=st.text(max_size=30))
+def test_every_field_path_maps_to_the_line_of_its_key(
+    document: dict[str, Any], flow: bool, junk: str
+) -> None:
+    text = yaml.safe_dump(document, default_flow_style=None if flow else False, width=1000)
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines = text.splitlines()
+    for path, key in _paths(document):
+        line = line_of(root, path)
+        assert 1 <= line <= len(lines)
+        if key is not None and not flow:
+            # Keys YAML would read as something else are quoted.
+            assert re.search(rf"['\"]?{key}['\"]?:", lines[line - 1]), (path, line, text)
+    # Paths that leave the document, or are not paths at all, still answer a line.
+    assert 1 <= line_of(root, junk, junk) <= max(len(lines), 1)
+    assert 1 <= line_of(root, f"{next(iter(document))}[99].x.y") <= len(lines)
+
+
+def test_unknown_field_errors_point_at_the_unknown_key() -> None:
+    text = "clusters:\n  - name: web\n    pool:\n      max_idle_per_host: 3\n      bogus: 1\n"
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    for path in ("clusters[0].pool", "clusters[0].pool.bogus"):
+        assert line_of(root, path, "unknown field `bogus`, expected one of ...") == 5
+    assert line_of(root, "clusters[0]", "unknown field `pool`") == 3
