@@ -7,10 +7,12 @@ public API of both; the private modules may change without notice.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from dmsc_fast import _native, _wire
+from dmsc_fast import _native
 from dmsc_fast._native import (
     DEFAULT_BUCKETS,
     EXPOSITION_CONTENT_TYPE,
@@ -43,12 +45,29 @@ from dmsc_fast._native import (
     WeightedRoundRobin,
     xxhash64,
 )
-from dmsc_fast._wire import (
-    BufferChain,
-    Pipe,
-    SplicePump,
-    splice_pump,
-)
+
+if TYPE_CHECKING:
+    from dmsc_fast._wire import (
+        BufferChain,
+        Pipe,
+        SplicePump,
+        splice_pump,
+    )
+
+# The Cython I/O module loads on first use: the sidecar process never needs it, and
+# its resident memory counts against the sidecar's budget.
+_WIRE_NAMES = frozenset({"BufferChain", "Pipe", "SplicePump", "splice_pump"})
+
+
+def _wire_module() -> ModuleType:
+    return importlib.import_module("dmsc_fast._wire")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WIRE_NAMES:
+        return getattr(_wire_module(), name)
+    raise AttributeError(f"module 'dmsc_fast' has no attribute {name!r}")
+
 
 __version__: str = _native.__version__
 
@@ -103,12 +122,13 @@ def build_info() -> dict[str, Any]:
     (not Python sources) are the ones imported; ``profile`` is the cargo
     profile of the Rust extension.
     """
+    wire = _wire_module()
     return {
         "version": __version__,
         "rust": _is_extension(_native),
-        "cython": _is_extension(_wire) and bool(_wire.COMPILED),
+        "cython": _is_extension(wire) and bool(wire.COMPILED),
         "profile": _native.build_profile(),
-        "cython_version": _wire.CYTHON_VERSION,
+        "cython_version": wire.CYTHON_VERSION,
         "native_module": _native.__file__,
-        "wire_module": _wire.__file__,
+        "wire_module": wire.__file__,
     }
