@@ -27,6 +27,8 @@ def mesh(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
             "127.0.0.1:0",
             "--state-dir",
             str(tmp_path),
+            "--sidecar",
+            "127.0.0.1:0",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -74,6 +76,30 @@ def test_up_registers_sample_services_in_two_versions(
     versions = {i["version"] for i in services["greeter"]["instances"]}
     assert versions == {"v1", "v2"}
     assert services["greeter"]["healthy"] == 3
+
+
+def sidecar_port(proc: subprocess.Popen[str]) -> int:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "sidecar:" in line and "/greeter" in line:
+            return int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+    raise AssertionError("no sidecar URL printed")
+
+
+def test_up_routes_through_the_sidecar(mesh: tuple[subprocess.Popen[str], int]) -> None:
+    proc, _ = mesh
+    port = sidecar_port(proc)
+    versions = []
+    for _ in range(40):
+        status, body = get(port, "/greeter")
+        assert status == 200
+        versions.append(json.loads(body)["version"])
+    assert "v1" in versions  # 90% of requests go to v1
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/greeter", headers={"x-version": "v2"})
+    assert json.loads(conn.getresponse().read())["version"] == "v2"
+    status, body = get(port, "/catalog")
+    assert status == 200 and json.loads(body)["service"] == "catalog"
 
 
 def test_up_refuses_malformed_requests(mesh: tuple[subprocess.Popen[str], int]) -> None:

@@ -1,16 +1,21 @@
 """`dmsc up`: a local mesh on the embedded store, for trying dmsc out.
 
-Starts the controller and a few sample services in two versions. Each sample is a
-real HTTP server on loopback with a /health endpoint that registers itself through
-the controller's API, as any service would, and deregisters when stopped.
+Starts the controller, a few sample services in two versions, and a sidecar in front
+of them. Each sample is a real HTTP server on loopback with a /health endpoint that
+registers itself through the controller's API, as any service would, and deregisters
+when stopped. The sidecar (`dmsc sidecar`, a separate process as in production)
+discovers the samples through the controller's watch API and routes to them: a 90/10
+canary split between greeter v1 and v2, v2 for requests with `x-version: v2`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import dmsc_fast
 from dmsc.client import CommandError, call
@@ -69,11 +74,111 @@ class SampleService:
             await self.server.close()
 
 
+def sidecar_config(controller_url: str, listen: str) -> dict[str, object]:
+    """The sample sidecar's configuration (JSON is YAML, so `dmsc sidecar --config` reads it)."""
+
+    def service_cluster(name: str, service: str, version: str | None = None) -> dict[str, object]:
+        cluster: dict[str, object] = {"name": name, "service": service, "lb": "least_request"}
+        if version is not None:
+            cluster["version"] = version
+        cluster["outlier_detection"] = {"consecutive_5xx": 3, "max_ejection_percent": 50}
+        return cluster
+
+    retry = {"retry_on": ["connect-failure", "gateway-error", "reset"], "num_retries": 2}
+    return {
+        "sidecar": {"admin": "127.0.0.1:0", "controller": controller_url.rstrip("/")},
+        "listeners": [
+            {
+                "name": "outbound",
+                "listen": listen,
+                "virtual_hosts": [
+                    {
+                        "name": "samples",
+                        "domains": ["*"],
+                        "routes": [
+                            {
+                                "match": {
+                                    "path": {"prefix": "/greeter"},
+                                    "headers": [{"name": "x-version", "exact": "v2"}],
+                                },
+                                "cluster": "greeter_v2",
+                                "prefix_rewrite": "/",
+                                "retry": retry,
+                            },
+                            {
+                                "match": {"path": {"prefix": "/greeter"}},
+                                "clusters": [
+                                    {"name": "greeter_v1", "weight": 90},
+                                    {"name": "greeter_v2", "weight": 10},
+                                ],
+                                "prefix_rewrite": "/",
+                                "retry": retry,
+                            },
+                            {
+                                "match": {"path": {"prefix": "/catalog"}},
+                                "cluster": "catalog",
+                                "prefix_rewrite": "/",
+                                "retry": retry,
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+        "clusters": [
+            service_cluster("greeter_v1", "greeter", "v1"),
+            service_cluster("greeter_v2", "greeter", "v2"),
+            service_cluster("catalog", "catalog"),
+        ],
+    }
+
+
+@dataclass
+class SampleSidecar:
+    """`dmsc sidecar` as a child process, with the addresses it printed when ready."""
+
+    process: asyncio.subprocess.Process
+    listeners: dict[str, str]
+
+    @classmethod
+    async def start(cls, config_path: Path) -> SampleSidecar:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "dmsc.cli",
+            "sidecar",
+            "--config",
+            str(config_path),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        if not line.startswith("dmsc sidecar: listening"):
+            await process.wait()
+            raise RuntimeError(f"the sidecar did not start (exit code {process.returncode})")
+        pairs = (word.split("=", 1) for word in line.split()[3:] if "=" in word)
+        return cls(process, dict(pairs))
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
 def _step(text: str) -> None:
     print(text, end="", flush=True)
 
 
-async def run_up(config: ControllerConfig, wait: Callable[[], Awaitable[None]]) -> None:
+async def run_up(
+    config: ControllerConfig,
+    wait: Callable[[], Awaitable[None]],
+    state_dir: Path,
+    sidecar_listen: str = "127.0.0.1:15001",
+) -> None:
     """Runs the local mesh until `wait` returns (Ctrl-C), then stops everything cleanly.
 
     The caller installs its signal handlers before this starts, so a Ctrl-C at any
@@ -84,6 +189,7 @@ async def run_up(config: ControllerConfig, wait: Callable[[], Awaitable[None]]) 
     await controller.start()
     print("ok")
     samples = [SampleService(*sample) for sample in SAMPLES]
+    sidecar: SampleSidecar | None = None
     try:
         for index, sample in enumerate(samples, 1):
             _step(f"\rstarting sample services [{index}/{len(samples)}] ... ")
@@ -92,6 +198,12 @@ async def run_up(config: ControllerConfig, wait: Callable[[], Awaitable[None]]) 
                 call, controller.url, "PUT", "/v1/registry/instances", sample.registration()
             )
         print("ok")
+        _step("starting sidecar ... ")
+        config_path = state_dir / "sidecar.yaml"
+        config_path.write_text(json.dumps(sidecar_config(controller.url, sidecar_listen), indent=2))
+        sidecar = await SampleSidecar.start(config_path)
+        print("ok")
+        outbound = sidecar.listeners.get("outbound", sidecar_listen)
         info = dmsc_fast.build_info()
         dns = (
             f"{controller.config.dns[0]}:{controller.dns.port}"
@@ -114,12 +226,18 @@ async def run_up(config: ControllerConfig, wait: Callable[[], Awaitable[None]]) 
                 f"    {s.name:<8} {s.version}  {s.zone}  http://127.0.0.1:{s.port}/"
                 for s in samples
             ),
+            f"  sidecar:      http://{outbound}/greeter  (90% v1, 10% v2;"
+            " header x-version: v2 for v2)",
+            f"                http://{outbound}/catalog",
+            f"  sidecar admin: http://{sidecar.listeners.get('admin', '?')}/metrics",
             "Press Ctrl-C to stop.",
         ]
         print("\n".join(lines), flush=True)
         await wait()
     finally:
         _step("stopping ... ")
+        if sidecar is not None:
+            await sidecar.stop()
         for sample in samples:
             if sample.server is not None:
                 path = f"/v1/registry/instances/{sample.name}/127.0.0.1:{sample.port}"
