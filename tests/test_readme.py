@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_python_examples_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
-    assert len(blocks) == 2, "the README has the Mesh and the dmsc_fast examples"
+    assert len(blocks) == 3, "the README has the Mesh, dmsc_fast and ProxyEngine examples"
     namespace: dict[str, object] = {}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
@@ -24,6 +24,8 @@ def test_python_examples_run() -> None:
     assert namespace["host"] in {"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"}
     assert namespace["info"] == {**namespace["info"], "rust": True, "cython": True}  # type: ignore[dict-item]
     assert "requests_total" in str(namespace["text"])
+    assert str(namespace["address"]).startswith("127.0.0.1:")
+    assert "dmsc_cluster_upstream_requests_total" in str(namespace["metrics"])
 
 
 def test_c_example_compiles_and_runs(tmp_path: Path) -> None:
