@@ -654,6 +654,19 @@ mod tests {
                 let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
                 let mut line = String::new();
                 let _ = reader.read_line(&mut line);
+                // Read the whole request: closing with unread bytes would send a reset
+                // that can overtake the answer.
+                let mut length = 0;
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    if let Some((name, value)) = header.split_once(':') {
+                        if name.eq_ignore_ascii_case("content-length") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    header.clear();
+                }
+                let _ = std::io::Read::read_exact(&mut reader, &mut vec![0; length]);
                 let body = if line.starts_with("PUT") {
                     "{\"error\": \"name: must be DNS-safe\", \"field\": \"name\"}".to_owned()
                 } else {
