@@ -2,6 +2,7 @@
 
 mod domains;
 mod matcher;
+mod plain;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +14,13 @@ use crate::policy::{KeyedRateLimiter, RetryPolicy};
 
 use domains::DomainIndex;
 use matcher::RouteMatcher;
+pub use plain::PlainRequest;
 
 /// Whole-request timeout of a route that does not set `timeout_ms` (Envoy's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The parts of a request that routing looks at. [`RequestHead`] is the real one;
-/// anything else implementing it can be routed too.
+/// The parts of a request that routing looks at. [`RequestHead`] is the real one,
+/// [`PlainRequest`] one made of owned values; anything implementing it can be routed.
 pub trait RequestView {
     /// The method, as sent (methods are case-sensitive).
     fn method(&self) -> &str;
@@ -479,78 +481,4 @@ fn compile_route(
         fallback,
     };
     Ok((matcher, route))
-}
-
-/// A request made of plain values, for tests of routing logic.
-#[cfg(test)]
-pub(crate) mod testing {
-    use super::RequestView;
-
-    /// Request attributes as owned values.
-    #[derive(Debug, Default, Clone)]
-    pub(crate) struct FakeRequest {
-        pub method: String,
-        pub path: String,
-        pub host: Option<String>,
-        pub headers: Vec<(String, Vec<u8>)>,
-        pub cookies: Vec<(String, String)>,
-        pub query: Vec<(String, String)>,
-    }
-
-    impl FakeRequest {
-        pub(crate) fn get(path: &str) -> Self {
-            Self {
-                method: "GET".into(),
-                path: path.into(),
-                host: Some("example.com".into()),
-                ..Self::default()
-            }
-        }
-        pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
-            self.headers.push((name.into(), value.as_bytes().to_vec()));
-            self
-        }
-        pub(crate) fn cookie(mut self, name: &str, value: &str) -> Self {
-            self.cookies.push((name.into(), value.into()));
-            self
-        }
-        pub(crate) fn query(mut self, name: &str, value: &str) -> Self {
-            self.query.push((name.into(), value.into()));
-            self
-        }
-        pub(crate) fn method(mut self, method: &str) -> Self {
-            self.method = method.into();
-            self
-        }
-    }
-
-    impl RequestView for FakeRequest {
-        fn method(&self) -> &str {
-            &self.method
-        }
-        fn path(&self) -> &str {
-            &self.path
-        }
-        fn host(&self) -> Option<&str> {
-            self.host.as_deref()
-        }
-        fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-            self.headers
-                .iter()
-                .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_slice())
-        }
-        fn cookie(&self, name: &str) -> Option<&str> {
-            self.cookies
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        }
-        fn query_param(&self, name: &str) -> Option<String> {
-            self.query
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        }
-    }
 }

@@ -697,7 +697,7 @@ async fn serve_route(conn: &mut Conn, rq: &mut Request<'_>) -> Next {
         };
         if let Err(limited) = limiter.check(key) {
             rq.stats.rate_limited.inc();
-            let (digits, start) = respond::u64_digits(retry_after_secs(limited.retry_after));
+            let (digits, start) = http1::write::u64_digits(retry_after_secs(limited.retry_after));
             return reply(
                 conn,
                 rq,

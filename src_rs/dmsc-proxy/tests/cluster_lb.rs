@@ -1,18 +1,17 @@
 //! Load balancing of a cluster: every algorithm's distribution, panic mode,
 //! `avoid`, host breakers, endpoint updates and hash keys.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod cluster_support;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster_support::{addr, lease_on, port_of};
 use dmsc_core::clock::{Clock, ManualClock};
 use dmsc_proxy::cluster::{Cluster, EndpointSpec, Host, HostLease, Outcome, PickError};
 use dmsc_proxy::config::{self, HashPolicy, HostBreaker, LbPolicy, StaticEndpoint};
 use dmsc_proxy::http1::{BodyFraming, ConnectionInfo, FieldSpan, RequestHead, Version};
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 fn cluster_config(lb: LbPolicy, ports: &[(u16, u32)]) -> config::Cluster {
     config::Cluster {
@@ -38,10 +37,6 @@ fn equal(ports: &[u16]) -> Vec<(u16, u32)> {
     ports.iter().map(|&p| (p, 1)).collect()
 }
 
-fn port_of(lease: &HostLease) -> u16 {
-    lease.host.address.port()
-}
-
 /// Picks `n` times, releasing each lease at once, and counts picks per port.
 fn counts(cluster: &Cluster, ports: &[u16], n: usize, hash: Option<u64>) -> Vec<usize> {
     let mut counts = vec![0; ports.len()];
@@ -54,19 +49,6 @@ fn counts(cluster: &Cluster, ports: &[u16], n: usize, hash: Option<u64>) -> Vec<
         counts[index] += 1;
     }
     counts
-}
-
-/// A lease on the host at `port` (every other host avoided).
-fn lease_on(cluster: &Cluster, port: u16) -> HostLease {
-    let others: Vec<SocketAddr> = cluster
-        .hosts()
-        .iter()
-        .map(|h| h.address)
-        .filter(|a| a.port() != port)
-        .collect();
-    let lease = cluster.pick(None, &others).expect("a host");
-    assert_eq!(port_of(&lease), port);
-    lease
 }
 
 #[test]

@@ -1,18 +1,16 @@
 //! Passive health: consecutive-error and success-rate ejection, ejection limits
 //! and the return of ejected hosts, driven by a manual clock.
 
-use std::net::SocketAddr;
+mod cluster_support;
+
 use std::time::Duration;
 
+use cluster_support::{addr, lease_on};
 use dmsc_core::clock::{Clock, ManualClock};
 use dmsc_proxy::cluster::{Cluster, EndpointSpec, HostLease, Outcome};
 use dmsc_proxy::config::{self, LbPolicy, OutlierDetection, StaticEndpoint};
 
 const MS: u64 = 1_000_000;
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 fn ports(n: u16) -> Vec<u16> {
     (0..n).map(|i| 9001 + i).collect()
@@ -44,18 +42,6 @@ fn cluster(ports: &[u16], detection: OutlierDetection, clock: &ManualClock) -> C
         ..Default::default()
     };
     Cluster::new(&config, "clusters[0]", Clock::Manual(clock.clone())).expect("valid cluster")
-}
-
-fn lease_on(cluster: &Cluster, port: u16) -> HostLease {
-    let others: Vec<SocketAddr> = cluster
-        .hosts()
-        .iter()
-        .map(|h| h.address)
-        .filter(|a| a.port() != port)
-        .collect();
-    let lease = cluster.pick(None, &others).expect("a host");
-    assert_eq!(lease.host.address.port(), port);
-    lease
 }
 
 fn fail(cluster: &Cluster, port: u16, outcome: Outcome, times: usize) {

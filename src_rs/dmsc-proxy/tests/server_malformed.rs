@@ -4,6 +4,8 @@
 
 mod server_support;
 
+use std::sync::Arc;
+
 use serde_json::json;
 use server_support::*;
 use tokio::io::AsyncWriteExt;
@@ -92,22 +94,11 @@ async fn an_oversized_head_is_refused() {
 
 #[tokio::test]
 async fn garbage_from_the_upstream_gives_502() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                if read_request(&mut stream, &mut buf).await.is_some() {
-                    let _ = stream
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nxx",
-                        )
-                        .await;
-                }
-            });
-        }
-    });
+    let up = upstream(Arc::new(|_| {
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nxx".to_vec()
+    }))
+    .await;
+    let up_addr = up.addr;
     let (_engine, addr) = start(config(&[up_addr], json!({}), json!({})));
     let got = get(addr, "/", &[]).await;
     assert_eq!(got.status, 502);

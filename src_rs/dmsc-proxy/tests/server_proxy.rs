@@ -347,27 +347,15 @@ async fn route_header_and_path_rewrites_apply() {
 
 #[tokio::test]
 async fn a_close_delimited_response_is_chunked_for_http11_and_dechunked_for_http10() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let Some(seen) = read_request(&mut stream, &mut buf).await else {
-                    return;
-                };
-                if seen.request_line().starts_with("GET /close") {
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end")
-                        .await;
-                } else {
-                    let _ = stream
-                        .write_all(&chunked_response(200, b"chunks for an old client", 4))
-                        .await;
-                }
-            });
+    let up = upstream(Arc::new(|seen| {
+        if seen.request_line().starts_with("GET /close") {
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end".to_vec()
+        } else {
+            chunked_response(200, b"chunks for an old client", 4)
         }
-    });
+    }))
+    .await;
+    let up_addr = up.addr;
     let (_engine, addr) = start(config(&[up_addr], json!({}), json!({})));
     let mut client = Client::connect(addr).await;
     let got = client

@@ -4,6 +4,7 @@
 //! as `name: value` with the value as parsed (OWS trimmed).
 
 use super::syntax::{list_elements, name_is, trim_ows};
+use super::write::{push_content_length, push_field, push_u64};
 use super::{is_hop_by_hop, BodyFraming, FieldSpan, RequestHead, ResponseHead};
 
 /// Changes made to a head while it is written out.
@@ -252,46 +253,4 @@ fn push_codings(out: &mut Vec<u8>, raw: &[u8], fields: &[FieldSpan]) -> bool {
 
 fn push_span(out: &mut Vec<u8>, raw: &[u8], f: &FieldSpan) {
     push_field(out, &raw[f.name.clone()], &raw[f.value.clone()]);
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_content_length(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(b"content-length: ");
-    push_u64(out, n);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Decimal digits of `n`, without going through `fmt`.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_u64;
-
-    #[test]
-    fn decimal() {
-        for n in [0, 7, 10, 99, 1234567890, u64::MAX] {
-            let mut out = Vec::new();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string().into_bytes());
-        }
-    }
 }

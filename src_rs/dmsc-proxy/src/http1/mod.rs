@@ -10,6 +10,7 @@ mod chunked;
 mod encode;
 mod parse;
 mod syntax;
+pub(crate) mod write;
 
 pub use chunked::{ChunkScan, ChunkedScanner};
 pub use encode::{encode_request_head, encode_response_head, HeadEdits};

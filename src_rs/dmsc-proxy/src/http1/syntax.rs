@@ -9,95 +9,66 @@ pub(super) const SP: u8 = b' ';
 /// Horizontal tab.
 pub(super) const HTAB: u8 = b'\t';
 
-const fn build_tchar() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        t[i] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        i += 1;
-    }
-    t
-}
-
-const fn build_field_value() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        t[i] = c == HTAB || (c >= 0x20 && c != 0x7f);
-        i += 1;
-    }
-    t
-}
-
-const fn build_target() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        // Visible ASCII; a fragment is never sent in a request target.
-        t[i] = c > 0x20 && c < 0x7f && c != b'#';
-        i += 1;
-    }
-    t
-}
-
-const fn build_reg_name() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let c = i as u8;
-        // unreserved / sub-delims / pct-encoded (RFC 3986 3.2.2)
-        t[i] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-            );
-        i += 1;
-    }
-    t
+/// A table of the 256 bytes: true where `$pred` holds for byte `$c`. A macro
+/// because a `const fn` cannot call a predicate it is given.
+macro_rules! byte_table {
+    (|$c:ident| $pred:expr) => {{
+        let mut t = [false; 256];
+        let mut i = 0;
+        while i < 256 {
+            let $c = i as u8;
+            t[i] = $pred;
+            i += 1;
+        }
+        t
+    }};
 }
 
 /// `tchar` (RFC 9110 5.6.2).
-pub(super) static TCHAR: [bool; 256] = build_tchar();
+pub(super) static TCHAR: [bool; 256] = byte_table!(|c| c.is_ascii_alphanumeric()
+    || matches!(
+        c,
+        b'!' | b'#'
+            | b'$'
+            | b'%'
+            | b'&'
+            | b'\''
+            | b'*'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~'
+    ));
 /// Bytes allowed inside a field value: VCHAR, obs-text, SP, HTAB.
-pub(super) static FIELD_VALUE: [bool; 256] = build_field_value();
-/// Bytes allowed in a request target.
-pub(super) static TARGET: [bool; 256] = build_target();
-/// Bytes of a registered name (host) in an authority.
-pub(super) static REG_NAME: [bool; 256] = build_reg_name();
+pub(super) static FIELD_VALUE: [bool; 256] = byte_table!(|c| c == HTAB || (c >= 0x20 && c != 0x7f));
+/// Bytes allowed in a request target: visible ASCII; a fragment is never sent
+/// in a request target.
+pub(super) static TARGET: [bool; 256] = byte_table!(|c| c > 0x20 && c < 0x7f && c != b'#');
+/// Bytes of a registered name (host) in an authority: unreserved, sub-delims,
+/// pct-encoded (RFC 3986 3.2.2).
+pub(super) static REG_NAME: [bool; 256] = byte_table!(|c| c.is_ascii_alphanumeric()
+    || matches!(
+        c,
+        b'-' | b'.'
+            | b'_'
+            | b'~'
+            | b'!'
+            | b'$'
+            | b'&'
+            | b'\''
+            | b'('
+            | b')'
+            | b'*'
+            | b'+'
+            | b','
+            | b';'
+            | b'='
+            | b'%'
+    ));
 
 /// True if `s` is a non-empty token.
 pub(super) fn is_token(s: &[u8]) -> bool {

@@ -222,7 +222,11 @@ impl RouteMatcher {
 mod tests {
     use super::RouteMatcher;
     use crate::config::RouteMatch;
-    use crate::route::testing::FakeRequest;
+    use crate::route::PlainRequest;
+
+    fn req(path: &str) -> PlainRequest {
+        PlainRequest::get("example.com", path)
+    }
 
     fn matcher(json: &str) -> RouteMatcher {
         let m: RouteMatch = serde_json::from_str(json).expect("valid match JSON");
@@ -239,120 +243,112 @@ mod tests {
     #[test]
     fn empty_match_takes_everything() {
         let m = matcher("{}");
-        assert!(m.matches(&FakeRequest::get("/")));
-        assert!(m.matches(&FakeRequest::get("/anything?x").method("DELETE")));
+        assert!(m.matches(&req("/")));
+        assert!(m.matches(&req("/anything?x").method("DELETE")));
     }
 
     #[test]
     fn path_exact() {
         let m = matcher(r#"{"path": {"exact": "/health"}}"#);
-        assert!(m.matches(&FakeRequest::get("/health")));
-        assert!(!m.matches(&FakeRequest::get("/health/")));
-        assert!(!m.matches(&FakeRequest::get("/HEALTH")));
-        assert!(!m.matches(&FakeRequest::get("/")));
+        assert!(m.matches(&req("/health")));
+        assert!(!m.matches(&req("/health/")));
+        assert!(!m.matches(&req("/HEALTH")));
+        assert!(!m.matches(&req("/")));
         let ci = matcher(r#"{"path": {"exact": "/health", "ignore_case": true}}"#);
-        assert!(ci.matches(&FakeRequest::get("/HeAlTh")));
-        assert!(!ci.matches(&FakeRequest::get("/healthz")));
+        assert!(ci.matches(&req("/HeAlTh")));
+        assert!(!ci.matches(&req("/healthz")));
     }
 
     #[test]
     fn path_prefix() {
         let m = matcher(r#"{"path": {"prefix": "/api/"}}"#);
-        assert!(m.matches(&FakeRequest::get("/api/")));
-        assert!(m.matches(&FakeRequest::get("/api/v1/users")));
-        assert!(!m.matches(&FakeRequest::get("/api")));
-        assert!(!m.matches(&FakeRequest::get("/API/v1")));
+        assert!(m.matches(&req("/api/")));
+        assert!(m.matches(&req("/api/v1/users")));
+        assert!(!m.matches(&req("/api")));
+        assert!(!m.matches(&req("/API/v1")));
         assert_eq!(m.prefix(), Some("/api/"));
         let ci = matcher(r#"{"path": {"prefix": "/api/", "ignore_case": true}}"#);
-        assert!(ci.matches(&FakeRequest::get("/API/v1")));
-        assert!(!ci.matches(&FakeRequest::get("/ap")));
+        assert!(ci.matches(&req("/API/v1")));
+        assert!(!ci.matches(&req("/ap")));
     }
 
     #[test]
     fn path_regex_is_a_full_match() {
         let m = matcher(r#"{"path": {"regex": "/users/[0-9]+"}}"#);
-        assert!(m.matches(&FakeRequest::get("/users/42")));
-        assert!(!m.matches(&FakeRequest::get("/users/42/posts")));
-        assert!(!m.matches(&FakeRequest::get("/v1/users/42")));
+        assert!(m.matches(&req("/users/42")));
+        assert!(!m.matches(&req("/users/42/posts")));
+        assert!(!m.matches(&req("/v1/users/42")));
         assert_eq!(m.prefix(), None);
         // An alternation stays inside the anchors.
         let alt = matcher(r#"{"path": {"regex": "/a|/b"}}"#);
-        assert!(alt.matches(&FakeRequest::get("/b")));
-        assert!(!alt.matches(&FakeRequest::get("/bx")));
-        assert!(!alt.matches(&FakeRequest::get("x/a")));
+        assert!(alt.matches(&req("/b")));
+        assert!(!alt.matches(&req("/bx")));
+        assert!(!alt.matches(&req("x/a")));
     }
 
     #[test]
     fn methods_any_of() {
         let m = matcher(r#"{"methods": ["GET", "HEAD"]}"#);
-        assert!(m.matches(&FakeRequest::get("/")));
-        assert!(m.matches(&FakeRequest::get("/").method("HEAD")));
-        assert!(!m.matches(&FakeRequest::get("/").method("POST")));
-        assert!(!m.matches(&FakeRequest::get("/").method("get")));
+        assert!(m.matches(&req("/")));
+        assert!(m.matches(&req("/").method("HEAD")));
+        assert!(!m.matches(&req("/").method("POST")));
+        assert!(!m.matches(&req("/").method("get")));
     }
 
     #[test]
     fn header_kinds() {
         let exact = matcher(r#"{"headers": [{"name": "X-Version", "exact": "v2"}]}"#);
-        assert!(exact.matches(&FakeRequest::get("/").header("x-version", "v2")));
-        assert!(!exact.matches(&FakeRequest::get("/").header("x-version", "v22")));
-        assert!(!exact.matches(&FakeRequest::get("/")));
+        assert!(exact.matches(&req("/").header("x-version", "v2")));
+        assert!(!exact.matches(&req("/").header("x-version", "v22")));
+        assert!(!exact.matches(&req("/")));
 
         let prefix = matcher(r#"{"headers": [{"name": "user-agent", "prefix": "curl/"}]}"#);
-        assert!(prefix.matches(&FakeRequest::get("/").header("User-Agent", "curl/8.0")));
-        assert!(!prefix.matches(&FakeRequest::get("/").header("User-Agent", "wget")));
+        assert!(prefix.matches(&req("/").header("User-Agent", "curl/8.0")));
+        assert!(!prefix.matches(&req("/").header("User-Agent", "wget")));
 
         let regex = matcher(r#"{"headers": [{"name": "x-id", "regex": "[a-f0-9]{4}"}]}"#);
-        assert!(regex.matches(&FakeRequest::get("/").header("x-id", "beef")));
-        assert!(!regex.matches(&FakeRequest::get("/").header("x-id", "beefy")));
+        assert!(regex.matches(&req("/").header("x-id", "beef")));
+        assert!(!regex.matches(&req("/").header("x-id", "beefy")));
 
         let present = matcher(r#"{"headers": [{"name": "x-canary"}]}"#);
-        assert!(present.matches(&FakeRequest::get("/").header("X-Canary", "")));
-        assert!(!present.matches(&FakeRequest::get("/")));
+        assert!(present.matches(&req("/").header("X-Canary", "")));
+        assert!(!present.matches(&req("/")));
 
         let absent = matcher(r#"{"headers": [{"name": "x-canary", "present": false}]}"#);
-        assert!(absent.matches(&FakeRequest::get("/")));
-        assert!(!absent.matches(&FakeRequest::get("/").header("x-canary", "1")));
+        assert!(absent.matches(&req("/")));
+        assert!(!absent.matches(&req("/").header("x-canary", "1")));
     }
 
     #[test]
     fn header_repeated_fields_any_value_matches() {
         let m = matcher(r#"{"headers": [{"name": "x-tag", "exact": "b"}]}"#);
-        assert!(m.matches(
-            &FakeRequest::get("/")
-                .header("x-tag", "a")
-                .header("X-Tag", "b")
-        ));
-        assert!(!m.matches(
-            &FakeRequest::get("/")
-                .header("x-tag", "a")
-                .header("x-tag", "c")
-        ));
+        assert!(m.matches(&req("/").header("x-tag", "a").header("X-Tag", "b")));
+        assert!(!m.matches(&req("/").header("x-tag", "a").header("x-tag", "c")));
     }
 
     #[test]
     fn header_invert() {
         let m = matcher(r#"{"headers": [{"name": "x-env", "exact": "prod", "invert": true}]}"#);
-        assert!(m.matches(&FakeRequest::get("/").header("x-env", "dev")));
-        assert!(m.matches(&FakeRequest::get("/")));
-        assert!(!m.matches(&FakeRequest::get("/").header("x-env", "prod")));
+        assert!(m.matches(&req("/").header("x-env", "dev")));
+        assert!(m.matches(&req("/")));
+        assert!(!m.matches(&req("/").header("x-env", "prod")));
     }
 
     #[test]
     fn cookies_and_query() {
         let c = matcher(r#"{"cookies": [{"name": "group", "exact": "beta"}]}"#);
-        assert!(c.matches(&FakeRequest::get("/").cookie("group", "beta")));
-        assert!(!c.matches(&FakeRequest::get("/").cookie("group", "alpha")));
-        assert!(!c.matches(&FakeRequest::get("/").cookie("Group", "beta")));
-        assert!(!c.matches(&FakeRequest::get("/")));
+        assert!(c.matches(&req("/").cookie("group", "beta")));
+        assert!(!c.matches(&req("/").cookie("group", "alpha")));
+        assert!(!c.matches(&req("/").cookie("Group", "beta")));
+        assert!(!c.matches(&req("/")));
 
         let q = matcher(r#"{"query": [{"name": "debug", "regex": "1|true"}]}"#);
-        assert!(q.matches(&FakeRequest::get("/").query("debug", "true")));
-        assert!(!q.matches(&FakeRequest::get("/").query("debug", "yes")));
-        assert!(!q.matches(&FakeRequest::get("/")));
+        assert!(q.matches(&req("/").query("debug", "true")));
+        assert!(!q.matches(&req("/").query("debug", "yes")));
+        assert!(!q.matches(&req("/")));
         let qi = matcher(r#"{"query": [{"name": "debug", "invert": true}]}"#);
-        assert!(qi.matches(&FakeRequest::get("/")));
-        assert!(!qi.matches(&FakeRequest::get("/").query("debug", "")));
+        assert!(qi.matches(&req("/")));
+        assert!(!qi.matches(&req("/").query("debug", "")));
     }
 
     #[test]
@@ -363,26 +359,26 @@ mod tests {
                 "cookies": [{"name": "c", "present": true}],
                 "query": [{"name": "q", "prefix": "v"}]}"#,
         );
-        let full = FakeRequest::get("/api/x")
+        let full = req("/api/x")
             .method("POST")
             .header("x-a", "1")
             .cookie("c", "")
             .query("q", "v1");
         assert!(m.matches(&full));
-        assert!(!m.matches(&FakeRequest {
+        assert!(!m.matches(&PlainRequest {
             path: "/web".into(),
             ..full.clone()
         }));
         assert!(!m.matches(&full.clone().method("PUT")));
-        assert!(!m.matches(&FakeRequest {
+        assert!(!m.matches(&PlainRequest {
             headers: vec![],
             ..full.clone()
         }));
-        assert!(!m.matches(&FakeRequest {
+        assert!(!m.matches(&PlainRequest {
             cookies: vec![],
             ..full.clone()
         }));
-        assert!(!m.matches(&FakeRequest {
+        assert!(!m.matches(&PlainRequest {
             query: vec![],
             ..full
         }));

@@ -272,7 +272,7 @@ pub(crate) async fn fail(conn: &mut Conn, rq: &mut Request<'_>, failure: Failure
     let (status, reason) = failure.status_reason();
     if let Failure::RateLimited(wait) = failure {
         rq.stats.rate_limited.inc();
-        let (digits, start) = respond::u64_digits(retry_after_secs(wait));
+        let (digits, start) = http1::write::u64_digits(retry_after_secs(wait));
         return reply(
             conn,
             rq,

@@ -9,10 +9,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::dechunk::Dechunker;
 use super::forward::{fail, Failure};
-use super::respond;
 use super::upstream_head::Small;
 use super::{before, finish_response, Conn, Next, Request, FLUSH_AT, MAX_TRAILER};
 use crate::cluster::{Cluster, HostLease, Outcome};
+use crate::http1::write;
 use crate::http1::{
     encode_response_head, BodyFraming, ChunkedScanner, Head, HeadEdits, ResponseHead, Version,
 };
@@ -159,7 +159,7 @@ pub(crate) async fn relay(
         if take > 0 {
             let data = &conn.ubuf[conn.upos..conn.upos + take];
             if rechunk {
-                respond::push_hex(&mut conn.cout, take as u64);
+                write::push_hex(&mut conn.cout, take as u64);
                 conn.cout.extend_from_slice(b"\r\n");
                 conn.cout.extend_from_slice(data);
                 conn.cout.extend_from_slice(b"\r\n");

@@ -2,6 +2,7 @@
 //! (no `format!` on the request path).
 
 use super::REASON_HEADER;
+use crate::http1::write::{push_content_length, push_field, push_u64};
 use crate::route::StaticResponse;
 
 /// What a proxy-made response says about the client connection.
@@ -51,74 +52,11 @@ pub(crate) fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Appends the decimal digits of `n`.
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// The decimal digits of `n` in a stack buffer: `(buffer, start)`.
-pub(crate) fn u64_digits(mut n: u64) -> ([u8; 20], usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    (digits, i)
-}
-
-/// Appends `n` in lower-case hexadecimal (chunk sizes).
-pub(crate) fn push_hex(out: &mut Vec<u8>, n: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = HEX[(n & 0xf) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// Writes `bytes` as lower-case hex into `out` (which must be twice as long).
-pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
-}
-
 fn push_status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -147,9 +85,8 @@ pub(crate) fn local(
     } else {
         reason.len() + 1
     };
-    out.extend_from_slice(b"content-length: ");
-    push_u64(out, body_len as u64);
-    out.extend_from_slice(b"\r\ncontent-type: text/plain\r\n");
+    push_content_length(out, body_len as u64);
+    out.extend_from_slice(b"content-type: text/plain\r\n");
     if !reason.is_empty() {
         push_field(out, REASON_HEADER.as_bytes(), reason.as_bytes());
     }
@@ -177,9 +114,7 @@ pub(crate) fn static_response(
     push_status_line(out, response.status);
     let bodyless = matches!(response.status, 204 | 304) || response.status < 200;
     if !bodyless {
-        out.extend_from_slice(b"content-length: ");
-        push_u64(out, response.body.len() as u64);
-        out.extend_from_slice(b"\r\n");
+        push_content_length(out, response.body.len() as u64);
     }
     for (name, value) in response.headers.iter().chain(extra) {
         push_field(out, name.as_bytes(), value);
@@ -202,27 +137,6 @@ pub(crate) fn ip_text(ip: std::net::IpAddr) -> Box<[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_format_like_std() {
-        let mut rng = fastrand::Rng::with_seed(3);
-        for _ in 0..10_000 {
-            let n = match rng.u8(..4) {
-                0 => rng.u64(..10),
-                1 => rng.u64(..100_000),
-                2 => u64::MAX - rng.u64(..10),
-                _ => rng.u64(..),
-            };
-            let mut out = Vec::new();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-            let (digits, start) = u64_digits(n);
-            assert_eq!(&digits[start..], n.to_string().as_bytes());
-            out.clear();
-            push_hex(&mut out, n);
-            assert_eq!(out, format!("{n:x}").as_bytes());
-        }
-    }
 
     #[test]
     fn local_response_is_well_framed() {
@@ -251,12 +165,5 @@ mod tests {
         let text = String::from_utf8(out).unwrap_or_default();
         assert!(text.contains("content-length: 9\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
-    }
-
-    #[test]
-    fn hex_encoding() {
-        let mut out = [0u8; 6];
-        hex_into(&[0x00, 0xab, 0x7f], &mut out);
-        assert_eq!(&out, b"00ab7f");
     }
 }

@@ -3,8 +3,8 @@
 
 use dmsc_core::trace::TraceContext;
 
-use super::respond;
 use super::DEADLINE_HEADER;
+use crate::http1::write;
 use crate::http1::{encode_request_head, Head, HeadEdits, RequestHead};
 use crate::route::{HeaderRewrite, Route};
 
@@ -25,7 +25,7 @@ impl TraceIds {
             raw[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
             raw[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
             let mut id = [0u8; 32];
-            respond::hex_into(&raw, &mut id);
+            write::hex_into(&raw, &mut id);
             Some(id)
         };
         let context = head
@@ -35,11 +35,11 @@ impl TraceIds {
             .map_or_else(TraceContext::new_root, |parent| parent.child());
         let mut traceparent = [0u8; 55];
         traceparent[..3].copy_from_slice(b"00-");
-        respond::hex_into(&context.trace_id, &mut traceparent[3..35]);
+        write::hex_into(&context.trace_id, &mut traceparent[3..35]);
         traceparent[35] = b'-';
-        respond::hex_into(&context.span_id, &mut traceparent[36..52]);
+        write::hex_into(&context.span_id, &mut traceparent[36..52]);
         traceparent[52] = b'-';
-        respond::hex_into(&[context.flags], &mut traceparent[53..55]);
+        write::hex_into(&[context.flags], &mut traceparent[53..55]);
         Self {
             request_id,
             traceparent,
@@ -104,7 +104,7 @@ pub(crate) fn encode_upstream(
     for (name, value) in &rewrite.add {
         add.push((name, value));
     }
-    let deadline_digits = deadline_ms.map(respond::u64_digits);
+    let deadline_digits = deadline_ms.map(write::u64_digits);
     if let Some((digits, start)) = &deadline_digits {
         remove.push(DEADLINE_HEADER);
         add.push((DEADLINE_HEADER, &digits[*start..]));

@@ -205,8 +205,8 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     }
 }
 
-/// Reads one request (head and Content-Length or chunked body); None at EOF.
-pub async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
+/// Reads a head through its blank line, removed from `buf`; None at EOF.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     let end = loop {
         if let Some(end) = find_head_end(buf) {
             break end;
@@ -217,6 +217,22 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<S
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     buf.drain(..end);
+    Some(head)
+}
+
+/// Reads `length` bytes, removed from `buf`; None at EOF.
+async fn read_exact(stream: &mut TcpStream, buf: &mut Vec<u8>, length: usize) -> Option<Vec<u8>> {
+    while buf.len() < length {
+        if !fill(stream, buf).await {
+            return None;
+        }
+    }
+    Some(buf.drain(..length).collect())
+}
+
+/// Reads one request (head and Content-Length or chunked body); None at EOF.
+pub async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
+    let head = read_head(stream, buf).await?;
     let chunked = header_values(&head, "transfer-encoding")
         .iter()
         .any(|v| v.contains("chunked"));
@@ -227,12 +243,7 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<S
     let body = if chunked {
         read_chunked(stream, buf).await?
     } else {
-        while buf.len() < length {
-            if !fill(stream, buf).await {
-                return None;
-            }
-        }
-        buf.drain(..length).collect()
+        read_exact(stream, buf, length).await?
     };
     Some(Seen { head, body })
 }
@@ -260,13 +271,8 @@ pub async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<V
             while !read_line(stream, buf).await?.is_empty() {}
             return Some(body);
         }
-        while buf.len() < size + 2 {
-            if !fill(stream, buf).await {
-                return None;
-            }
-        }
-        body.extend_from_slice(&buf[..size]);
-        buf.drain(..size + 2);
+        let data = read_exact(stream, buf, size + 2).await?;
+        body.extend_from_slice(&data[..size]);
     }
 }
 
@@ -294,16 +300,7 @@ impl Got {
 
 /// Reads one response to a request with method `method` (HEAD: no body).
 pub async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, method: &str) -> Option<Got> {
-    let end = loop {
-        if let Some(end) = find_head_end(buf) {
-            break end;
-        }
-        if !fill(stream, buf).await {
-            return None;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    buf.drain(..end);
+    let head = read_head(stream, buf).await?;
     let status: u16 = head.split(' ').nth(1)?.parse().ok()?;
     let no_body = method == "HEAD" || status < 200 || status == 204 || status == 304;
     let chunked = header_values(&head, "transfer-encoding")
@@ -317,12 +314,7 @@ pub async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, method: &s
     } else if chunked {
         read_chunked(stream, buf).await?
     } else if let Some(length) = length {
-        while buf.len() < length {
-            if !fill(stream, buf).await {
-                return None;
-            }
-        }
-        buf.drain(..length).collect()
+        read_exact(stream, buf, length).await?
     } else {
         while fill(stream, buf).await {}
         std::mem::take(buf)
