@@ -8,6 +8,7 @@ import math
 import re
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -15,10 +16,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,6 +32,9 @@ MEMCHECK = [
     "--errors-for-leak-kinds=definite,indirect",
     "--show-leak-kinds=definite,indirect",
 ]
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+Reply = tuple[int, bytes]
+Headers = dict[str, str] | list[tuple[str, str]] | None
 BANNER = re.compile(
     r"dmsc controller on http://127\.0\.0\.1:(\d+)/ \(DNS (?:127\.0\.0\.1:(\d+)|off)"
 )
@@ -52,16 +56,31 @@ class HealthHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def health_server() -> Iterator[ThreadingHTTPServer]:
-    """A real HTTP server on loopback; flip `server.RequestHandlerClass.healthy` to fail it."""
-    handler = type("Health", (HealthHandler,), {"healthy": True})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serving(server: Server) -> Iterator[Server]:
+    """Runs `server.serve_forever` on a thread; shuts the server down and closes it at the end."""
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield server
     finally:
         server.shutdown()
         server.server_close()
+
+
+def health_server() -> AbstractContextManager[ThreadingHTTPServer]:
+    """A real HTTP server on loopback; flip `server.RequestHandlerClass.healthy` to fail it."""
+    handler = type("Health", (HealthHandler,), {"healthy": True})
+    return serving(ThreadingHTTPServer(("127.0.0.1", 0), handler))
+
+
+def http_call(address: tuple[str, int], method: str, path: str, timeout: float = 30.0) -> Reply:
+    """One request without a body on a new connection: (status, body)."""
+    conn = http.client.HTTPConnection(*address, timeout=timeout)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 class ControllerProcess:
@@ -139,6 +158,24 @@ class ControllerProcess:
 SIDECAR_BANNER = re.compile(r"dmsc sidecar: listening (.*)")
 
 
+def parse_banner(line: str) -> tuple[dict[str, tuple[str, int]], tuple[str, int]] | None:
+    """The listener addresses and the admin address of the sidecar's ready line (None when
+    `line` is not that line)."""
+    match = SIDECAR_BANNER.search(line)
+    if match is None:
+        return None
+    listeners: dict[str, tuple[str, int]] = {}
+    admin = ("", 0)
+    for item in match.group(1).split():
+        name, _, address = item.partition("=")
+        host, _, port = address.rpartition(":")
+        if name == "admin":
+            admin = (host.strip("[]"), int(port))
+        else:
+            listeners[name] = (host.strip("[]"), int(port))
+    return listeners, admin
+
+
 class Response:
     """A response as a client saw it: status, header fields (names lower-case), body."""
 
@@ -203,7 +240,7 @@ class RawConn:
         self,
         method: str = "GET",
         path: str = "/",
-        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        headers: Headers = None,
         body: bytes = b"",
         host: str = "test.local",
     ) -> Response:
@@ -306,7 +343,7 @@ class RawConn:
 def encode_request(
     method: str = "GET",
     path: str = "/",
-    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    headers: Headers = None,
     body: bytes = b"",
     host: str = "test.local",
 ) -> bytes:
@@ -374,15 +411,9 @@ class SidecarProcess:
         if not banner:
             self.stop(signal.SIGKILL)
             raise AssertionError(f"sidecar did not start: {self.lines!r}\n{self.log.read_text()}")
-        match = SIDECAR_BANNER.search(banner[0])
-        assert match
-        for item in match.group(1).split():
-            name, _, addr = item.partition("=")
-            host, _, port = addr.rpartition(":")
-            if name == "admin":
-                self.admin = (host, int(port))
-            else:
-                self.listeners[name] = (host, int(port))
+        addresses = parse_banner(banner[0])
+        assert addresses is not None
+        self.listeners, self.admin = addresses
         return self
 
     @property
@@ -399,7 +430,7 @@ class SidecarProcess:
     def get(
         self,
         path: str = "/",
-        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        headers: Headers = None,
         listener: str = "main",
         host: str = "test.local",
     ) -> Response:
@@ -407,14 +438,8 @@ class SidecarProcess:
         with self.conn(listener) as conn:
             return conn.request("GET", path, headers, host=host)
 
-    def admin_call(self, method: str, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(*self.admin, timeout=30)
-        try:
-            conn.request(method, path)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+    def admin_call(self, method: str, path: str) -> Reply:
+        return http_call(self.admin, method, path)
 
     def generation(self) -> int:
         status, body = self.admin_call("GET", "/")
@@ -576,6 +601,24 @@ def binomial_bounds(n: int, p: float, sigmas: float = 6.0) -> tuple[float, float
     mean = n * p
     spread = sigmas * math.sqrt(n * p * (1 - p))
     return mean - spread, mean + spread
+
+
+def concurrently(count: int, client: Callable[[int], None]) -> list[str]:
+    """Runs `client(0)` .. `client(count - 1)` on threads at once; returns their failures."""
+    errors: list[str] = []
+
+    def run(n: int) -> None:
+        try:
+            client(n)
+        except (AssertionError, OSError) as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0, message: str = "") -> None:

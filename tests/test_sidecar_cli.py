@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,10 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import DMSC, ControllerProcess
+from support import DMSC, ControllerProcess, Reply, http_call, parse_banner, serving
 
 from dmsc.config import line_of
 
-READY = re.compile(r"^dmsc sidecar: listening (.*) admin=(\S+)$")
 WAIT_S = 20.0
 
 
@@ -81,15 +80,8 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def upstream(name: str) -> Iterator[Upstream]:
-    server = Upstream(name)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+def upstream(name: str) -> AbstractContextManager[Upstream]:
+    return serving(Upstream(name))
 
 
 @contextmanager
@@ -144,12 +136,9 @@ class Sidecar:
                 continue
             if line is None:
                 break
-            match = READY.match(line.rstrip("\n"))
-            if match:
-                for item in match.group(1).split():
-                    name, _, address = item.partition("=")
-                    self.listeners[name] = _split(address)
-                self.admin = _split(match.group(2))
+            addresses = parse_banner(line)
+            if addresses is not None:
+                self.listeners, self.admin = addresses
                 return
         self.proc.kill()
         self.proc.wait()
@@ -173,14 +162,8 @@ class Sidecar:
     def port(self, listener: str = "main") -> int:
         return self.listeners[listener][1]
 
-    def call(self, method: str, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection(*self.admin, timeout=10)
-        try:
-            conn.request(method, path)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+    def call(self, method: str, path: str) -> Reply:
+        return http_call(self.admin, method, path, timeout=10)
 
     def wait_log(self, pattern: str) -> str:
         """Waits for a stderr line matching `pattern`."""
@@ -213,11 +196,6 @@ def sidecar(*args: str) -> Iterator[Sidecar]:
         process.close()
 
 
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 def wait_for(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
     """Polls `check` until it answers something truthy (or the time is up: None)."""
     deadline = time.monotonic() + timeout
@@ -246,23 +224,31 @@ def run_sidecar(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def listeners_yaml(cluster: str, name: str = "main") -> str:
+    """A `listeners:` section with one HTTP listener on a free port that routes every path to
+    `cluster` (the route stands on line 8 of the section, its `cluster` on line 9)."""
+    return (
+        "listeners:\n"
+        f"  - name: {name}\n"
+        "    listen: 127.0.0.1:0\n"
+        "    virtual_hosts:\n"
+        "      - name: app\n"
+        '        domains: ["*"]\n'
+        "        routes:\n"
+        "          - match: {path: {prefix: /}}\n"
+        f"            cluster: {cluster}\n"
+    )
+
+
 def routed_config(color: str, blue: Upstream, green: Upstream, extra: str = "") -> str:
-    return f"""\
-listeners:
-  - name: main
-    listen: 127.0.0.1:0
-    virtual_hosts:
-      - name: app
-        domains: ["*"]
-        routes:
-          - match: {{path: {{prefix: /}}}}
-            cluster: {color}
-clusters:
-  - name: blue
-    endpoints: [{blue.address}]
-  - name: green
-    endpoints: [{green.address}]
-{extra}"""
+    return listeners_yaml(color) + (
+        "clusters:\n"
+        "  - name: blue\n"
+        f"    endpoints: [{blue.address}]\n"
+        "  - name: green\n"
+        f"    endpoints: [{green.address}]\n"
+        f"{extra}"
+    )
 
 
 # ---- configuration errors ---------------------------------------------------------------
@@ -306,18 +292,7 @@ def test_bad_engine_field_exits_2_with_line_and_path(
 
 def test_cross_reference_error_names_the_route(tmp_path: Path) -> None:
     path = tmp_path / "sidecar.yaml"
-    path.write_text(
-        "listeners:\n"
-        "  - name: main\n"
-        "    listen: 127.0.0.1:0\n"
-        "    virtual_hosts:\n"
-        "      - name: app\n"
-        '        domains: ["*"]\n'
-        "        routes:\n"
-        "          - match: {path: {prefix: /}}\n"
-        "            cluster: nowhere\n"
-        "clusters: []\n"
-    )
+    path.write_text(listeners_yaml("nowhere") + "clusters: []\n")
     result = run_sidecar("--config", str(path))
     assert result.returncode == 2
     # The route (line 8) or its `cluster` field (line 9).
@@ -531,19 +506,8 @@ def test_controller_watch_feeds_endpoints_and_outlives_the_controller(tmp_path: 
             path = tmp_path / "sidecar.yaml"
             path.write_text(
                 f"sidecar:\n  controller: {controller.url}\n"
-                "listeners:\n"
-                "  - name: main\n"
-                "    listen: 127.0.0.1:0\n"
-                "    virtual_hosts:\n"
-                "      - name: app\n"
-                '        domains: ["*"]\n'
-                "        routes:\n"
-                "          - match: {path: {prefix: /}}\n"
-                "            cluster: api_v2\n"
-                "clusters:\n"
-                "  - name: api_v2\n"
-                "    service: api\n"
-                "    version: v2\n"
+                + listeners_yaml("api_v2")
+                + "clusters:\n  - name: api_v2\n    service: api\n    version: v2\n"
             )
             with sidecar("--config", str(path)) as proc:
                 # Only the v2 instance serves the v2 cluster.
@@ -590,20 +554,7 @@ def test_discovery_follows_registry_changes(tmp_path: Path) -> None:
 
 def _discovery_config(tmp_path: Path) -> Path:
     path = tmp_path / "discovery.yaml"
-    path.write_text(
-        "listeners:\n"
-        "  - name: main\n"
-        "    listen: 127.0.0.1:0\n"
-        "    virtual_hosts:\n"
-        "      - name: app\n"
-        '        domains: ["*"]\n'
-        "        routes:\n"
-        "          - match: {path: {prefix: /}}\n"
-        "            cluster: api\n"
-        "clusters:\n"
-        "  - name: api\n"
-        "    service: api\n"
-    )
+    path.write_text(listeners_yaml("api") + "clusters:\n  - name: api\n    service: api\n")
     return path
 
 
@@ -612,7 +563,7 @@ def test_sigterm_deregisters_then_drains_the_request_in_flight(tmp_path: Path) -
     try:
         with upstream("app") as app:
             path = tmp_path / "sidecar.yaml"
-            path.write_text(
+            sidecar_section = (
                 "sidecar:\n"
                 f"  controller: {controller.url}\n"
                 "  drain_timeout_s: 15\n"
@@ -621,18 +572,11 @@ def test_sigterm_deregisters_then_drains_the_request_in_flight(tmp_path: Path) -
                 "    service: users\n"
                 "    version: v3\n"
                 "    listener: inbound\n"
-                "listeners:\n"
-                "  - name: inbound\n"
-                "    listen: 127.0.0.1:0\n"
-                "    virtual_hosts:\n"
-                "      - name: local\n"
-                '        domains: ["*"]\n'
-                "        routes:\n"
-                "          - match: {path: {prefix: /}}\n"
-                "            cluster: local\n"
-                "clusters:\n"
-                "  - name: local\n"
-                f"    endpoints: [{app.address}]\n"
+            )
+            path.write_text(
+                sidecar_section
+                + listeners_yaml("local", name="inbound")
+                + f"clusters:\n  - name: local\n    endpoints: [{app.address}]\n"
             )
             with sidecar("--config", str(path)) as proc:
                 port = proc.port("inbound")

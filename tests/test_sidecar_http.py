@@ -10,7 +10,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support import RawConn, SidecarProcess, cluster, encode_request, http_listener, route, sidecar
+from support import (
+    RawConn,
+    SidecarProcess,
+    cluster,
+    concurrently,
+    encode_request,
+    http_listener,
+    route,
+    sidecar,
+)
 from upstreams import BLOCK, Upstream, pattern_sha256
 
 BIG = 200 * 1024 * 1024
@@ -19,9 +28,8 @@ TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 @pytest.fixture(scope="module")
 def up() -> Iterator[Upstream]:
-    upstream = Upstream("http").start()
-    yield upstream
-    upstream.stop()
+    with Upstream("http") as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")
@@ -259,23 +267,13 @@ def test_traceparent_child_keeps_trace_and_changes_parent(proxy: SidecarProcess)
 
 
 def test_many_clients_at_once(proxy: SidecarProcess) -> None:
-    errors: list[str] = []
-
     def client(n: int) -> None:
-        try:
-            with proxy.conn() as conn:
-                for i in range(20):
-                    response = conn.request("GET", f"/c{n}/{i}")
-                    assert response.json()["path"] == f"/c{n}/{i}"
-        except (AssertionError, OSError) as exc:
-            errors.append(repr(exc))
+        with proxy.conn() as conn:
+            for i in range(20):
+                response = conn.request("GET", f"/c{n}/{i}")
+                assert response.json()["path"] == f"/c{n}/{i}"
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert concurrently(16, client) == []
 
 
 def test_client_closing_mid_request_leaves_the_proxy_serving(proxy: SidecarProcess) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import SidecarProcess, sidecar
-from upstreams import BLOCK, TcpServer, dead_address, pattern_sha256
+from support import SidecarProcess, concurrently, sidecar
+from upstreams import BLOCK, TcpServer, dead_address, pattern_sha256, running
 
 BULK = 100 * 1024 * 1024
 
@@ -23,14 +23,13 @@ def tcp_listener(name: str, target: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, TcpServer]]:
-    started = {
-        "echo": TcpServer("echo").start(),
-        "sink": TcpServer("sink").start(),
-        "behind-dead": TcpServer("echo").start(),
+    servers = {
+        "echo": TcpServer("echo"),
+        "sink": TcpServer("sink"),
+        "behind-dead": TcpServer("echo"),
     }
-    yield started
-    for server in started.values():
-        server.stop()
+    with running(servers) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -153,21 +152,11 @@ def test_no_live_host_closes_the_client(proxy: SidecarProcess) -> None:
 
 
 def test_many_connections_at_once(proxy: SidecarProcess) -> None:
-    errors: list[str] = []
-
     def client(n: int) -> None:
-        try:
-            with connect(proxy, "echo") as sock:
-                for i in range(20):
-                    message = b"%d:%d" % (n, i)
-                    sock.sendall(message)
-                    assert read_exactly(sock, len(message)) == message
-        except (AssertionError, OSError) as exc:
-            errors.append(repr(exc))
+        with connect(proxy, "echo") as sock:
+            for i in range(20):
+                message = b"%d:%d" % (n, i)
+                sock.sendall(message)
+                assert read_exactly(sock, len(message)) == message
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert concurrently(20, client) == []

@@ -71,9 +71,8 @@ def _quick_form(upstream: Upstream) -> list[str]:
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    server = Upstream("memory").start()
-    yield server
-    server.stop()
+    with Upstream("memory") as server:
+        yield server
 
 
 @contextmanager

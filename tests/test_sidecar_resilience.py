@@ -25,7 +25,7 @@ from support import (
     sidecar,
     wait_until,
 )
-from upstreams import Upstream, dead_address
+from upstreams import Upstream, dead_address, running
 
 HERE = Path(__file__).parent
 FAST_BACKOFF = {"strategy": "fixed", "base_ms": 1, "max_ms": 1}
@@ -210,14 +210,12 @@ def config(ups: dict[str, Upstream]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ups() -> Iterator[dict[str, Upstream]]:
-    servers = {name: Upstream(name).start() for name in NAMES}
-    for name in ("o1", "k1", "k2", "p1", "x1", "x2", "x3", "f1", "xr"):
-        servers[name].set("status", 500)
-    servers["e1"].set("slow", 0.05)
-    servers["b1"].set("stall")
-    yield servers
-    for server in servers.values():
-        server.stop()
+    with running({name: Upstream(name) for name in NAMES}) as servers:
+        for name in ("o1", "k1", "k2", "p1", "x1", "x2", "x3", "f1", "xr"):
+            servers[name].set("status", 500)
+        servers["e1"].set("slow", 0.05)
+        servers["b1"].set("stall")
+        yield servers
 
 
 @pytest.fixture(scope="module")
@@ -276,24 +274,23 @@ def sticky(results: dict[str, set[str | None]]) -> None:
     assert len(set().union(*results.values())) >= 2, results
 
 
-def test_hash_on_header_sticks(proxy: SidecarProcess) -> None:
+def sticks_by_header(proxy: SidecarProcess, path: str, values: list[str], header: str) -> None:
+    """Three requests for each of `values` in `header`: each value sticks to one host."""
     results: dict[str, set[str | None]] = {}
     with proxy.conn() as conn:
-        for user in range(20):
+        for value in values:
             for _ in range(3):
-                response = conn.request("GET", "/hash/header", {"x-user": f"user-{user}"})
-                results.setdefault(f"user-{user}", set()).add(response.upstream)
+                response = conn.request("GET", path, {header: value})
+                results.setdefault(value, set()).add(response.upstream)
     sticky(results)
+
+
+def test_hash_on_header_sticks(proxy: SidecarProcess) -> None:
+    sticks_by_header(proxy, "/hash/header", [f"user-{user}" for user in range(20)], "x-user")
 
 
 def test_hash_on_cookie_sticks(proxy: SidecarProcess) -> None:
-    results: dict[str, set[str | None]] = {}
-    with proxy.conn() as conn:
-        for sid in range(20):
-            for _ in range(3):
-                response = conn.request("GET", "/hash/cookie", {"cookie": f"a=b; sid=s{sid}"})
-                results.setdefault(f"s{sid}", set()).add(response.upstream)
-    sticky(results)
+    sticks_by_header(proxy, "/hash/cookie", [f"a=b; sid=s{sid}" for sid in range(20)], "cookie")
 
 
 def test_hash_on_source_ip_sticks(proxy: SidecarProcess) -> None:

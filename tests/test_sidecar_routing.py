@@ -19,7 +19,7 @@ from support import (
     sidecar,
     wait_until,
 )
-from upstreams import Upstream, dead_address
+from upstreams import Upstream, dead_address, running
 
 NAMES = [
     "api", "wild", "exact", "regex", "method", "header", "cookie", "query",
@@ -86,11 +86,9 @@ def routes() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def ups() -> Iterator[dict[str, Upstream]]:
-    servers = {name: Upstream(name).start() for name in NAMES}
-    servers["stall"].set("stall")
-    yield servers
-    for server in servers.values():
-        server.stop()
+    with running({name: Upstream(name) for name in NAMES}) as servers:
+        servers["stall"].set("stall")
+        yield servers
 
 
 @pytest.fixture(scope="module")

@@ -65,9 +65,8 @@ BODY_SHAPES = {
 
 @pytest.fixture(scope="module")
 def up() -> Iterator[Upstream]:
-    upstream = Upstream("smuggling").start()
-    yield upstream
-    upstream.stop()
+    with Upstream("smuggling") as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,9 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
 from urllib.parse import unquote
 
 MODES = (
@@ -174,22 +175,20 @@ def tokens(value: str | None) -> set[str]:
     return {t.strip().lower() for t in (value or "").split(",") if t.strip()}
 
 
-class Upstream:
-    """A switchable HTTP/1.1 upstream (see the module docstring)."""
+class LoopbackServer:
+    """A TCP listener on 127.0.0.1 that serves each connection on its own thread (`_serve`).
 
-    def __init__(
-        self, name: str = "up", mode: str = "ok", arg: float | None = None, port: int = 0
-    ) -> None:
-        self.name = name
-        self._mode: tuple[str, float | None] = (mode, arg)
-        self._queue: deque[tuple[str, float | None]] = deque()
+    `stop` closes the listener and shuts down the connections still open. Also a context
+    manager: started on entry, stopped on exit.
+    """
+
+    backlog = 128
+
+    def __init__(self, port: int = 0) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._socks: set[socket.socket] = set()
         self.connections = 0
-        self.heads = 0
-        self.requests = 0
-        self.received: list[Received] = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -199,9 +198,10 @@ class Upstream:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> Upstream:
-        self.listener.listen(512)
-        threading.Thread(target=self._accept, daemon=True, name=f"up-{self.name}").start()
+    def start(self) -> Self:
+        self.listener.listen(self.backlog)
+        name = f"{type(self).__name__}-{self.port}"
+        threading.Thread(target=self._accept, daemon=True, name=name).start()
         return self
 
     def stop(self) -> None:
@@ -212,6 +212,66 @@ class Upstream:
         for sock in socks:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                number = self.connections
+                self._socks.add(sock)
+            threading.Thread(target=self._run, args=(sock, number), daemon=True).start()
+
+    def _run(self, sock: socket.socket, number: int) -> None:
+        try:
+            self._serve(sock, number)
+        finally:
+            with self._lock:
+                self._socks.discard(sock)
+            if sock.fileno() >= 0:
+                sock.close()
+
+    def _serve(self, sock: socket.socket, number: int) -> None:
+        """Serves one accepted connection (`number` counts from 1); the caller closes it."""
+        raise NotImplementedError
+
+
+S = TypeVar("S", bound=LoopbackServer)
+
+
+@contextlib.contextmanager
+def running(servers: dict[str, S]) -> Iterator[dict[str, S]]:
+    """Starts every server; stops them all at the end."""
+    with contextlib.ExitStack() as stack:
+        for server in servers.values():
+            stack.enter_context(server)
+        yield servers
+
+
+class Upstream(LoopbackServer):
+    """A switchable HTTP/1.1 upstream (see the module docstring)."""
+
+    backlog = 512
+
+    def __init__(
+        self, name: str = "up", mode: str = "ok", arg: float | None = None, port: int = 0
+    ) -> None:
+        super().__init__(port)
+        self.name = name
+        self._mode: tuple[str, float | None] = (mode, arg)
+        self._queue: deque[tuple[str, float | None]] = deque()
+        self.heads = 0
+        self.requests = 0
+        self.received: list[Received] = []
 
     def set(self, mode: str, arg: float | None = None, times: int | None = None) -> None:
         """The default mode, or (with `times`) a mode for the next `times` requests only."""
@@ -243,18 +303,6 @@ class Upstream:
         with self._lock:
             return self.received[-1]
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-                number = self.connections
-                self._socks.add(sock)
-            threading.Thread(target=self._serve, args=(sock, number), daemon=True).start()
-
     def _choose(self, headers: list[tuple[str, str]]) -> tuple[str, float | None]:
         with self._lock:
             if self._queue:
@@ -268,18 +316,11 @@ class Upstream:
     def _serve(self, sock: socket.socket, number: int) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = _Reader(sock)
-        try:
+        with contextlib.suppress(ClientGone, OSError, ValueError):
             while not self._stop.is_set():
                 keep = self._one(sock, reader, number)
                 if not keep:
                     break
-        except (ClientGone, OSError, ValueError):
-            pass
-        finally:
-            with self._lock:
-                self._socks.discard(sock)
-            if sock.fileno() >= 0:
-                sock.close()
 
     def _one(self, sock: socket.socket, reader: _Reader, number: int) -> bool:
         method, target, version, headers = parse_head(reader.head())
@@ -386,47 +427,18 @@ class Upstream:
                 return
 
 
-@dataclass
-class TcpServer:
+class TcpServer(LoopbackServer):
     """An L4 peer: `echo` sends back every byte; `sink` answers `"<n> <sha256>\\n"` at EOF."""
 
-    mode: str = "echo"
-    connections: int = 0
-    listener: socket.socket = field(default_factory=socket.socket)
-    _stop: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, mode: str = "echo") -> None:
+        assert mode in ("echo", "sink")
+        super().__init__()
+        self.mode = mode
 
-    def __post_init__(self) -> None:
-        assert self.mode in ("echo", "sink")
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> TcpServer:
-        self.listener.listen(128)
-        threading.Thread(target=self._accept, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.listener.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
-
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: socket.socket, number: int) -> None:
         digest = hashlib.sha256()
         total = 0
-        try:
+        with contextlib.suppress(OSError):
             while data := sock.recv(262144):
                 total += len(data)
                 if self.mode == "echo":
@@ -436,10 +448,6 @@ class TcpServer:
             if self.mode == "sink":
                 sock.sendall(f"{total} {digest.hexdigest()}\n".encode())
             sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            sock.close()
 
 
 def dead_address() -> str:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dmsc.client import CommandError
 
@@ -39,6 +39,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT_S = 20.0
 CHUNK = 1 << 20
 SPLICE = "  option splice-request\n  option splice-response\n"
+T = TypeVar("T")
 
 
 # ---- processes ---------------------------------------------------------------------------
@@ -456,14 +457,28 @@ def check_hello(port: int) -> None:
         raise Skipped(f"unexpected response {response.status} {body[:60]!r}")
 
 
-def measure_l7(target: Target, connections: int, duration: int) -> dict[str, float]:
-    """One measured round: wrk figures plus the CPU of the target's process tree."""
+def cpu_during(target: Target, work: Callable[[], T]) -> tuple[T, float]:
+    """Runs ``work`` and returns its result with the CPU seconds the target's process tree
+    spent meanwhile (0 for a target without a process)."""
     pid = target.proc.pid if target.proc else None
     before = tree_cpu_seconds(pid) if pid else 0.0
-    result = run_wrk(target.port, connections, duration)
+    result = work()
     after = tree_cpu_seconds(pid) if pid else 0.0
-    result["cpu_s"] = after - before
-    result["cpu_us_per_req"] = (after - before) * 1e6 / max(1.0, result["requests"])
+    return result, after - before
+
+
+def warm_l7(target: Target, connections: int) -> None:
+    """Checks the target answers, then loads it for a second, unmeasured: pools filled,
+    caches hot."""
+    check_hello(target.port)
+    run_wrk(target.port, connections, 1)
+
+
+def measure_l7(target: Target, connections: int, duration: int) -> dict[str, float]:
+    """One measured round: wrk figures plus the CPU of the target's process tree."""
+    result, cpu = cpu_during(target, lambda: run_wrk(target.port, connections, duration))
+    result["cpu_s"] = cpu
+    result["cpu_us_per_req"] = cpu * 1e6 / max(1.0, result["requests"])
     return result
 
 
@@ -489,6 +504,75 @@ def run_interleaved(
     return results
 
 
+@dataclasses.dataclass
+class Upstream:
+    """How to start the upstream every target forwards to."""
+
+    label: str  # for the error when it does not start
+    argv: list[str]
+    port: int
+
+
+def drive(
+    starters: dict[str, StartFn],
+    names: Sequence[str],
+    workdir: Path,
+    upstream: Upstream,
+    *,
+    rounds: int,
+    measure: Callable[[Target], dict[str, float]],
+    key: str,
+    warm: Callable[[Target], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Starts the upstream and the targets, warms each live one (a failure skips it), runs the
+    interleaved rounds, stops everything, and returns one report row per target: its median
+    round by ``key``, its RSS and all its rounds, or why it was skipped."""
+    try:
+        upstream_proc = start("upstream", upstream.argv, upstream.port, workdir)
+    except Skipped as err:
+        raise CommandError(f"{upstream.label} did not start: {err}") from err
+    targets: list[Target] = []
+    try:
+        targets = start_targets(starters, names, workdir, upstream.port)
+        for target in targets:
+            if target.name == "direct":
+                target.proc = upstream_proc
+            if warm is not None and not target.skipped:
+                try:
+                    warm(target)
+                except (Skipped, ValueError, subprocess.TimeoutExpired) as err:
+                    target.skipped = str(err)
+        results = run_interleaved(targets, rounds, measure)
+        rss = {t.name: tree_rss_mb(t.proc.pid) for t in targets if t.proc and not t.skipped}
+    finally:
+        for target in targets:
+            if target.proc is not None and target.proc is not upstream_proc:
+                target.proc.stop()
+        upstream_proc.stop()
+    rows = []
+    for target in targets:
+        row: dict[str, Any] = {"name": target.name}
+        if target.skipped or not results[target.name]:
+            row["skipped"] = target.skipped or "no rounds"
+        else:
+            row.update(median_round(results[target.name], key))
+            row["rss_mb"] = rss.get(target.name, 0.0)
+            row["rounds"] = results[target.name]
+        rows.append(row)
+    return rows
+
+
+def report(kind: str, settings: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON report of one run: its rows with the machine, settings and peer versions."""
+    return {
+        "kind": kind,
+        "machine": machine_info(),
+        "settings": settings,
+        "versions": _versions(),
+        "results": rows,
+    }
+
+
 def bench_proxy(args: argparse.Namespace) -> dict[str, Any]:
     """The L7 run; returns the report written to JSON."""
     names = select_targets(args.only, L7_NAMES)
@@ -507,54 +591,24 @@ def bench_proxy(args: argparse.Namespace) -> dict[str, Any]:
         upstream_port = free_port()
         conf = workdir / "up.conf"
         conf.write_text(nginx_upstream_conf(workdir, upstream_port))
-        try:
-            upstream = start(
-                "upstream",
-                [nginx, "-e", str(workdir / "up.err"), "-c", str(conf)],
-                upstream_port,
-                workdir,
-            )
-        except Skipped as err:
-            raise CommandError(f"the upstream nginx did not start: {err}") from err
-        targets: list[Target] = []
-        try:
-            targets = start_targets(starters, names, workdir, upstream_port)
-            for target in targets:
-                if target.name == "direct":
-                    target.proc = upstream
-                if not target.skipped:
-                    try:
-                        check_hello(target.port)
-                        # Warm-up: pools filled, caches hot; not measured.
-                        run_wrk(target.port, args.connections, 1)
-                    except (Skipped, ValueError, subprocess.TimeoutExpired) as err:
-                        target.skipped = str(err)
-            results = run_interleaved(
-                targets,
-                args.rounds,
-                lambda t: measure_l7(t, args.connections, args.duration),
-            )
-            rss = {t.name: tree_rss_mb(t.proc.pid) for t in targets if t.proc and not t.skipped}
-        finally:
-            for target in targets:
-                if target.proc is not None and target.proc is not upstream:
-                    target.proc.stop()
-            upstream.stop()
-    rows = []
-    for target in targets:
-        row: dict[str, Any] = {"name": target.name}
-        if target.skipped or not results[target.name]:
-            row["skipped"] = target.skipped or "no rounds"
-        else:
-            best = median_round(results[target.name], "rps")
-            row.update(best)
-            row["rss_mb"] = rss.get(target.name, 0.0)
-            row["rounds"] = results[target.name]
-        rows.append(row)
-    return {
-        "kind": "l7",
-        "machine": machine_info(),
-        "settings": {
+        upstream = Upstream(
+            "the upstream nginx",
+            [nginx, "-e", str(workdir / "up.err"), "-c", str(conf)],
+            upstream_port,
+        )
+        rows = drive(
+            starters,
+            names,
+            workdir,
+            upstream,
+            rounds=args.rounds,
+            measure=lambda t: measure_l7(t, args.connections, args.duration),
+            key="rps",
+            warm=lambda t: warm_l7(t, args.connections),
+        )
+    return report(
+        "l7",
+        {
             "duration_s": args.duration,
             "connections": args.connections,
             "rounds": args.rounds,
@@ -563,9 +617,8 @@ def bench_proxy(args: argparse.Namespace) -> dict[str, Any]:
             "dmsc": f"dmsc sidecar quick form, 1 worker: {DMSC_FEATURES}",
             "peers": "nginx 1 worker keepalive pool; haproxy nbthread 1; envoy --concurrency 1",
         },
-        "versions": _versions(),
-        "results": rows,
-    }
+        rows,
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -650,17 +703,14 @@ def blast(port: int, total: int, connections: int) -> float:
 
 def measure_l4(target: Target, total: int, connections: int) -> dict[str, float]:
     """One measured bulk transfer through the target."""
-    pid = target.proc.pid if target.proc else None
-    before = tree_cpu_seconds(pid) if pid else 0.0
-    elapsed = blast(target.port, total, connections)
-    after = tree_cpu_seconds(pid) if pid else 0.0
+    elapsed, cpu = cpu_during(target, lambda: blast(target.port, total, connections))
     moved = total // connections * connections
     return {
         "bytes": float(moved),
         "seconds": elapsed,
         "mb_per_s": moved / elapsed / 1e6,
-        "cpu_s": after - before,
-        "cpu_s_per_gib": (after - before) / (moved / (1 << 30)),
+        "cpu_s": cpu,
+        "cpu_s_per_gib": cpu / (moved / (1 << 30)),
     }
 
 
@@ -672,39 +722,18 @@ def bench_l4(args: argparse.Namespace) -> dict[str, Any]:
     with workspace() as workdir:
         sink_port = free_port()
         argv = [sys.executable, "-m", "dmsc.bench", "sink", str(sink_port)]
-        try:
-            upstream = start("sink", argv, sink_port, workdir)
-        except Skipped as err:
-            raise CommandError(f"the TCP sink did not start: {err}") from err
-        targets: list[Target] = []
-        try:
-            targets = start_targets(starters, names, workdir, sink_port)
-            for target in targets:
-                if target.name == "direct":
-                    target.proc = upstream
-            results = run_interleaved(
-                targets, args.rounds, lambda t: measure_l4(t, total, args.l4_connections)
-            )
-            rss = {t.name: tree_rss_mb(t.proc.pid) for t in targets if t.proc and not t.skipped}
-        finally:
-            for target in targets:
-                if target.proc is not None and target.proc is not upstream:
-                    target.proc.stop()
-            upstream.stop()
-    rows = []
-    for target in targets:
-        row: dict[str, Any] = {"name": target.name}
-        if target.skipped or not results[target.name]:
-            row["skipped"] = target.skipped or "no rounds"
-        else:
-            row.update(median_round(results[target.name], "mb_per_s"))
-            row["rss_mb"] = rss.get(target.name, 0.0)
-            row["rounds"] = results[target.name]
-        rows.append(row)
-    return {
-        "kind": "l4",
-        "machine": machine_info(),
-        "settings": {
+        rows = drive(
+            starters,
+            names,
+            workdir,
+            Upstream("the TCP sink", argv, sink_port),
+            rounds=args.rounds,
+            measure=lambda t: measure_l4(t, total, args.l4_connections),
+            key="mb_per_s",
+        )
+    return report(
+        "l4",
+        {
             "mib": args.l4_mib,
             "connections": args.l4_connections,
             "rounds": args.rounds,
@@ -712,9 +741,8 @@ def bench_l4(args: argparse.Namespace) -> dict[str, Any]:
             "dmsc": "dmsc sidecar quick form, --protocol tcp, 1 worker",
             "peers": "haproxy mode tcp, nbthread 1, splice-request/splice-response",
         },
-        "versions": _versions(),
-        "results": rows,
-    }
+        rows,
+    )
 
 
 # ---- output -------------------------------------------------------------------------------

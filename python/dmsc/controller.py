@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 import dmsc_fast
+from dmsc.aio import cancel_all
 from dmsc.dns import DnsServer
 from dmsc.http import HttpError, HttpServer, Request, Response, Router
 from dmsc.mesh import Mesh, MeshConfig, ServiceEndpoint
@@ -97,11 +98,7 @@ class Controller:
 
     async def close(self) -> None:
         """Stops everything; registrations stay in the store."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         await self.http.close()
         if self.dns is not None:
             await self.dns.close()

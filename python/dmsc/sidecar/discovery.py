@@ -23,6 +23,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from dmsc.aio import cancel_all
 from dmsc.client import CommandError, call
 from dmsc.sidecar.config import DiscoveredCluster, Registration
 
@@ -178,11 +179,7 @@ class ControllerLink:
 
     async def close(self) -> None:
         """Stops watching and heartbeating (a registration stays: see `deregister`)."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
 
     # ---- discovery -------------------------------------------------------------------
