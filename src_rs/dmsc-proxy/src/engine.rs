@@ -408,14 +408,16 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn accept_loop(
+/// What an accept loop owns of its listener. Fields drop in declaration order: the socket
+/// closes before `alive` disconnects, so `BoundListener::stop` returns with the address free.
+struct AcceptHold {
     socket: Arc<TcpListener>,
-    name: Arc<str>,
-    shared: Arc<Shared>,
     _alive: std::sync::mpsc::Sender<()>,
-) {
+}
+
+async fn accept_loop(hold: AcceptHold, name: Arc<str>, shared: Arc<Shared>) {
     loop {
-        let (stream, peer) = match socket.accept().await {
+        let (stream, peer) = match hold.socket.accept().await {
             Ok(accepted) => accepted,
             Err(_) => {
                 // EMFILE/ENFILE/ENOBUFS: the connection waits in the backlog; try again shortly.
@@ -681,12 +683,11 @@ impl Engine {
     fn start_accepting(&self, listener: &mut BoundListener) {
         if listener.task.is_none() {
             let (alive, ended) = std::sync::mpsc::channel();
-            let task = accept_loop(
-                listener.socket.clone(),
-                listener.name.clone(),
-                self.shared.clone(),
-                alive,
-            );
+            let hold = AcceptHold {
+                socket: listener.socket.clone(),
+                _alive: alive,
+            };
+            let task = accept_loop(hold, listener.name.clone(), self.shared.clone());
             let handle = self.handle.spawn(task);
             listener.task = Some(AcceptTask { handle, ended });
         }
