@@ -5,8 +5,10 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,8 +44,12 @@ def mesh(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     assert port, "no dashboard URL printed"
     yield proc, port
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -113,12 +119,33 @@ def test_up_refuses_malformed_requests(mesh: tuple[subprocess.Popen[str], int]) 
         assert sock.recv(4096) == b""  # connection closed
 
 
+def refuses_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
 def test_ctrl_c_stops_cleanly(mesh: tuple[subprocess.Popen[str], int]) -> None:
     proc, _ = mesh
+    port = sidecar_port(proc)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=10)
+    out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert "dmsc stopped." in out
+    assert refuses_connections(port)  # the sidecar went with it
+
+
+def test_the_sidecar_goes_even_when_up_is_killed(mesh: tuple[subprocess.Popen[str], int]) -> None:
+    proc, _ = mesh
+    port = sidecar_port(proc)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while not refuses_connections(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert refuses_connections(port)
 
 
 def test_bad_address_is_refused_with_a_clear_message() -> None:

@@ -336,6 +336,30 @@ def test_listener_address_in_use_is_a_config_error(tmp_path: Path) -> None:
     assert "listeners[0].listen" in result.stderr, result.stderr
 
 
+def test_stop_with_refuses_what_is_not_a_process_id() -> None:
+    result = run_sidecar("--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9", "--stop-with", "x")
+    assert result.returncode == 2 and "expected a process id" in result.stderr
+
+
+def test_stop_with_stops_gracefully_when_that_process_is_killed() -> None:
+    owner = subprocess.Popen(["sleep", "600"])
+    try:
+        with (
+            upstream("one") as one,
+            sidecar(
+                "--listen", "127.0.0.1:0", "--upstream", one.address, "--stop-with", str(owner.pid)
+            ) as proc,
+        ):
+            assert get(proc.port(), "/")[0] == 200
+            owner.kill()
+            owner.wait()
+            assert proc.proc.wait(timeout=WAIT_S) == 0
+            assert f"process {owner.pid} ended: stopping gracefully" in proc.log
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 # ---- quick form and admin API -----------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -149,6 +150,9 @@ class SampleSidecar:
             "sidecar",
             "--config",
             str(config_path),
+            # Ends with this process even when it is killed outright.
+            "--stop-with",
+            str(os.getpid()),
             stdout=asyncio.subprocess.PIPE,
         )
         assert process.stdout is not None

@@ -59,6 +59,12 @@ def _upstreams(value: str) -> list[str]:
     return upstreams
 
 
+def _pid(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a process id, got {value!r}")
+    return int(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `dmsc sidecar`."""
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file")
@@ -70,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--controller", metavar="URL", help="controller for discovery and registration"
+    )
+    parser.add_argument(
+        "--stop-with",
+        type=_pid,
+        metavar="PID",
+        help="stop gracefully when process PID exits, however it ends (dmsc up uses this)",
     )
     quick = parser.add_argument_group("quick form (no config file)")
     quick.add_argument("--listen", metavar="HOST:PORT", help="address to accept requests on")
@@ -103,7 +115,8 @@ def run_command(args: argparse.Namespace) -> int:
     """Runs `dmsc sidecar`: 0 after a graceful stop, 2 when the configuration is refused."""
     try:
         config = _config(args)
-        return uvloop.run(Sidecar(config, args.admin, args.controller).run())
+        sidecar = Sidecar(config, args.admin, args.controller, stop_with=args.stop_with)
+        return uvloop.run(sidecar.run())
     except ConfigError as err:
         print(f"dmsc sidecar: {err}", file=sys.stderr, flush=True)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from http import HTTPStatus
@@ -70,8 +71,10 @@ class Sidecar:
         config: SidecarConfig,
         admin: tuple[str, int] | None = None,
         controller: str | None = None,
+        stop_with: int | None = None,
     ) -> None:
         self.config = config
+        self._stop_with = stop_with
         self._admin_address = admin or config.settings.admin
         self._controller_flag = controller
         self.engine: Engine | None = None
@@ -152,6 +155,8 @@ class Sidecar:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload, "SIGHUP")
+        if self._stop_with is not None:
+            self._follow_process(loop, self._stop_with)
         engine = self.engine = self._start_engine()
         self.admin = await self._start_admin(engine)
         try:
@@ -181,6 +186,23 @@ class Sidecar:
         )
         await self._stop.wait()
         return await self._shutdown(engine)
+
+    def _follow_process(self, loop: asyncio.AbstractEventLoop, pid: int) -> None:
+        """Stops when process `pid` ends, even by SIGKILL (a pidfd turns readable then)."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.stop(f"process {pid} has already ended")
+            return
+        except OSError as err:
+            raise ConfigError(f"--stop-with {pid}: {err.strerror or err}") from err
+
+        def ended() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self.stop(f"process {pid} ended")
+
+        loop.add_reader(pidfd, ended)
 
     def _admin_hostport(self) -> str:
         assert self.admin is not None
