@@ -25,6 +25,7 @@ from dmsc.bench import (
     start,
     start_targets,
     table,
+    tool_version,
     tree_cpu_seconds,
     tree_rss_mb,
 )
@@ -167,6 +168,16 @@ def test_parse_wrk_reads_figures_and_errors() -> None:
         parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
     with pytest.raises(ValueError, match="latency"):
         parse_wrk(WRK_OUTPUT.replace("1.20ms", "1.2ps"))
+
+
+def test_tool_version_skips_the_path_the_tool_prints(tmp_path: Path) -> None:
+    # Envoy prints its own path first; a path such as .../python3.11/... holds a number.
+    tool = tmp_path / "python3.11" / "envoy"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\necho "$0  version: 9e55809/1.40.0/Clean/RELEASE"\n')
+    tool.chmod(0o755)
+    assert tool_version([str(tool), "--version"]) == "1.40.0"
+    assert tool_version([str(tmp_path / "absent")]) == "?"
 
 
 def test_median_round_and_target_selection() -> None:

@@ -180,12 +180,15 @@ def envoy_binary() -> str | None:
         return shutil.which("envoy")
 
 
-def _version(argv: Sequence[str]) -> str:
+def tool_version(argv: Sequence[str]) -> str:
+    """The first version number `argv` prints ("?" when it cannot run or prints none)."""
     try:
         out = subprocess.run(list(argv), capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return "?"
-    match = re.search(r"\d+\.\d+(\.\d+)?", out.stdout + out.stderr)
+    # Some tools print their own path first, and a path can hold digits (python3.11).
+    text = (out.stdout + out.stderr).replace(str(argv[0]), "")
+    match = re.search(r"\d+\.\d+(\.\d+)?", text)
     return match[0] if match else "?"
 
 
@@ -626,10 +629,10 @@ def _versions() -> dict[str, str]:
     for name, argv in (("nginx", ["-v"]), ("haproxy", ["-v"]), ("wrk", ["-v"])):
         binary = shutil.which(name) or _sbin(name)
         if binary:
-            versions[name] = _version([binary, *argv])
+            versions[name] = tool_version([binary, *argv])
     envoy = envoy_binary()
     if envoy:
-        versions["envoy"] = _version([envoy, "--version"])
+        versions["envoy"] = tool_version([envoy, "--version"])
     return versions
 
 
