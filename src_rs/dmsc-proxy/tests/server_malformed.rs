@@ -9,7 +9,6 @@ use std::sync::Arc;
 use serde_json::json;
 use server_support::*;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 const SMUGGLING: &[(&str, &[u8])] = &[
     ("cl-te", b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"),
@@ -110,15 +109,12 @@ async fn garbage_from_the_upstream_gives_502() {
 
 #[tokio::test]
 async fn an_upstream_reset_gives_502() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let _ = read_request(&mut stream, &mut buf).await;
-            drop(stream);
-        }
-    });
+    let up_addr = raw_upstream(|mut stream| async move {
+        let mut buf = Vec::new();
+        let _ = read_request(&mut stream, &mut buf).await;
+        drop(stream);
+    })
+    .await;
     let (_engine, addr) = start(config(&[up_addr], json!({}), json!({})));
     let got = get(addr, "/", &[]).await;
     assert_eq!(got.status, 502);

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use serde_json::json;
 use server_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 #[tokio::test]
 async fn a_get_is_proxied() {
@@ -92,26 +91,15 @@ async fn chunked_bodies_pass_both_ways() {
 async fn large_bodies_stream_both_ways() {
     const SIZE: usize = 50 * 1024 * 1024;
     // Counts the upload without keeping it, then sends a download of the same size.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            return;
-        };
+    let up_addr = raw_upstream(|mut stream| async move {
         let mut buf = Vec::new();
+        if read_head(&mut stream, &mut buf).await.is_none() {
+            return;
+        }
+        // Only the bytes read past the head are held; the rest is counted and dropped.
+        let mut received = buf.len();
+        let mut sum = buf.iter().map(|&b| u64::from(b)).sum::<u64>();
         let mut chunk = vec![0u8; 65536];
-        let head_end = loop {
-            let n = stream.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-        };
-        let mut received = buf.len() - head_end;
-        let mut sum = buf[head_end..].iter().map(|&b| u64::from(b)).sum::<u64>();
         while received < SIZE {
             let n = stream.read(&mut chunk).await.unwrap_or(0);
             if n == 0 {
@@ -128,7 +116,8 @@ async fn large_bodies_stream_both_ways() {
                 return;
             }
         }
-    });
+    })
+    .await;
     let (_engine, addr) = start(config(&[up_addr], json!({ "timeout_ms": 0 }), json!({})));
     let mut client = Client::connect(addr).await;
     client
@@ -147,36 +136,22 @@ async fn large_bodies_stream_both_ways() {
 
 #[tokio::test]
 async fn expect_continue_is_relayed_before_the_body() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let Ok((mut stream, _)) = listener.accept().await else {
+    let up_addr = raw_upstream(|mut stream| async move {
+        let mut buf = Vec::new();
+        let Some(head) = read_head(&mut stream, &mut buf).await else {
             return;
         };
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let head = String::from_utf8_lossy(&buf).into_owned();
         assert!(header_values(&head, "expect")
             .iter()
             .any(|v| v == "100-continue"));
+        // The interim answer goes out before any of the body is read.
         let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
-        let mut body = Vec::new();
-        while body.len() < 5 {
-            let n = stream.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
+        let Some(body) = read_exact(&mut stream, &mut buf, 5).await else {
+            return;
+        };
         let _ = stream.write_all(&response(201, &[], &body)).await;
-    });
+    })
+    .await;
     let (_engine, addr) = start(config(&[up_addr], json!({}), json!({})));
     let mut client = Client::connect(addr).await;
     client
@@ -192,12 +167,7 @@ async fn expect_continue_is_relayed_before_the_body() {
 
 #[tokio::test]
 async fn an_upgrade_becomes_a_two_way_stream() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            return;
-        };
+    let up_addr = raw_upstream(|mut stream| async move {
         let mut buf = Vec::new();
         let Some(seen) = read_request(&mut stream, &mut buf).await else {
             return;
@@ -217,7 +187,8 @@ async fn an_upgrade_becomes_a_two_way_stream() {
                 }
             }
         }
-    });
+    })
+    .await;
     let (_engine, addr) = start(config(&[up_addr], json!({}), json!({})));
     let mut client = Client::connect(addr).await;
     client

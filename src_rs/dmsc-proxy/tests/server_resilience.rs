@@ -9,34 +9,30 @@ use std::sync::Arc;
 
 use serde_json::json;
 use server_support::*;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 /// An upstream that reads requests and never answers.
 async fn stalled_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let requests = Arc::new(AtomicUsize::new(0));
     let seen = requests.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut counted = false;
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    if !counted {
-                        seen.fetch_add(1, Ordering::SeqCst);
-                        counted = true;
-                    }
+    let addr = raw_upstream(move |mut stream| {
+        let seen = seen.clone();
+        async move {
+            let mut buf = [0u8; 4096];
+            let mut counted = false;
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    return;
                 }
-            });
+                if !counted {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    counted = true;
+                }
+            }
         }
-    });
+    })
+    .await;
     (addr, requests)
 }
 
@@ -232,22 +228,19 @@ async fn a_full_bulkhead_answers_503() {
     let release = Arc::new(Notify::new());
     let arrived = Arc::new(Notify::new());
     let (gate, signal) = (release.clone(), arrived.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let up_addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (gate, signal) = (gate.clone(), signal.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while read_request(&mut stream, &mut buf).await.is_some() {
-                    signal.notify_one();
-                    gate.notified().await;
-                    let reply = response(200, &[], b"late");
-                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &reply).await;
-                }
-            });
+    let up_addr = raw_upstream(move |mut stream| {
+        let (gate, signal) = (gate.clone(), signal.clone());
+        async move {
+            let mut buf = Vec::new();
+            while read_request(&mut stream, &mut buf).await.is_some() {
+                signal.notify_one();
+                gate.notified().await;
+                let reply = response(200, &[], b"late");
+                let _ = stream.write_all(&reply).await;
+            }
         }
-    });
+    })
+    .await;
     let (_engine, addr) = start(config(
         &[up_addr],
         json!({}),
@@ -334,24 +327,21 @@ async fn a_replayable_post_body_is_resent_on_retry() {
 /// An upstream that answers one request per connection (claiming keep-alive) and
 /// then closes it, as a server whose idle timeout races the proxy's reuse would.
 async fn one_shot_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let served = Arc::new(AtomicUsize::new(0));
     let count = served.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                if let Some(seen) = read_request(&mut stream, &mut buf).await {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let body = seen.body.len().to_string();
-                    let reply = response(200, &[], body.as_bytes());
-                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &reply).await;
-                }
-            });
+    let addr = raw_upstream(move |mut stream| {
+        let count = count.clone();
+        async move {
+            let mut buf = Vec::new();
+            if let Some(seen) = read_request(&mut stream, &mut buf).await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let body = seen.body.len().to_string();
+                let reply = response(200, &[], body.as_bytes());
+                let _ = stream.write_all(&reply).await;
+            }
         }
-    });
+    })
+    .await;
     (addr, served)
 }
 

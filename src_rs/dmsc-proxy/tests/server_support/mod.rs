@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -125,36 +126,50 @@ impl Upstream {
     }
 }
 
-/// A keep-alive HTTP/1.1 upstream answering every request with `handler`.
-pub async fn upstream(handler: Handler) -> Upstream {
+/// A loopback upstream that hands every accepted connection to `serve`, each on
+/// its own task, for as long as the test runs; returns where it listens.
+pub async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    addr
+}
+
+/// A keep-alive HTTP/1.1 upstream answering every request with `handler`.
+pub async fn upstream(handler: Handler) -> Upstream {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
     let (s, c) = (seen.clone(), connections.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            let (seen, handler) = (s.clone(), handler.clone());
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let mut buf = Vec::new();
-                while let Some(request) = read_request(&mut stream, &mut buf).await {
-                    seen.lock().push(request.clone());
-                    let response = handler(&request);
-                    if stream.write_all(&response).await.is_err() {
-                        break;
-                    }
-                    if header_values(&String::from_utf8_lossy(&response), "connection")
-                        .iter()
-                        .any(|v| v.eq_ignore_ascii_case("close"))
-                    {
-                        break;
-                    }
+    let addr = raw_upstream(move |mut stream| {
+        // Counted on accept, before the connection's task runs.
+        c.fetch_add(1, Ordering::SeqCst);
+        let (seen, handler) = (s.clone(), handler.clone());
+        async move {
+            let mut buf = Vec::new();
+            while let Some(request) = read_request(&mut stream, &mut buf).await {
+                seen.lock().push(request.clone());
+                let response = handler(&request);
+                if stream.write_all(&response).await.is_err() {
+                    break;
                 }
-            });
+                if header_values(&String::from_utf8_lossy(&response), "connection")
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case("close"))
+                {
+                    break;
+                }
+            }
         }
-    });
+    })
+    .await;
     Upstream {
         addr,
         seen,
@@ -206,7 +221,7 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
 }
 
 /// Reads a head through its blank line, removed from `buf`; None at EOF.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     let end = loop {
         if let Some(end) = find_head_end(buf) {
             break end;
@@ -221,7 +236,11 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> 
 }
 
 /// Reads `length` bytes, removed from `buf`; None at EOF.
-async fn read_exact(stream: &mut TcpStream, buf: &mut Vec<u8>, length: usize) -> Option<Vec<u8>> {
+pub async fn read_exact(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    length: usize,
+) -> Option<Vec<u8>> {
     while buf.len() < length {
         if !fill(stream, buf).await {
             return None;
