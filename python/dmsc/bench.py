@@ -321,7 +321,7 @@ StartFn = Callable[[Path, int, int], Proc]
 
 
 def _start_nginx_proxy(workdir: Path, port: int, upstream: int) -> Proc:
-    nginx = shutil.which("nginx") or _sbin("nginx")
+    nginx = _which("nginx")
     if nginx is None:
         raise Skipped("nginx not installed (Debian package nginx)")
     conf = workdir / "px.conf"
@@ -331,7 +331,7 @@ def _start_nginx_proxy(workdir: Path, port: int, upstream: int) -> Proc:
 
 def _start_haproxy(mode: str) -> StartFn:
     def run(workdir: Path, port: int, upstream: int) -> Proc:
-        haproxy = shutil.which("haproxy") or _sbin("haproxy")
+        haproxy = _which("haproxy")
         if haproxy is None:
             raise Skipped("haproxy not installed (Debian package haproxy)")
         conf = workdir / f"haproxy-{mode}.cfg"
@@ -358,7 +358,12 @@ def _start_dmsc(protocol: str) -> StartFn:
     return run
 
 
-def _sbin(name: str) -> str | None:
+def _which(name: str) -> str | None:
+    """The path of program ``name``: on PATH, else in an sbin directory (often off a user's
+    PATH, where Debian installs nginx and haproxy)."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
     for folder in ("/usr/sbin", "/usr/local/sbin", "/sbin"):
         path = Path(folder) / name
         if path.is_file() and os.access(path, os.X_OK):
@@ -576,12 +581,11 @@ def report(kind: str, settings: dict[str, Any], rows: list[dict[str, Any]]) -> d
     }
 
 
-def bench_proxy(args: argparse.Namespace) -> dict[str, Any]:
-    """The L7 run; returns the report written to JSON."""
-    names = select_targets(args.only, L7_NAMES)
+def bench_proxy(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The L7 run of the targets ``names``; returns the report written to JSON."""
     if shutil.which("wrk") is None:
         raise CommandError("needs wrk (Debian package wrk)")
-    nginx = shutil.which("nginx") or _sbin("nginx")
+    nginx = _which("nginx")
     if nginx is None:
         raise CommandError("needs nginx as the upstream (Debian package nginx)")
     starters: dict[str, StartFn] = {
@@ -627,9 +631,9 @@ def bench_proxy(args: argparse.Namespace) -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     versions = {}
     for name, argv in (("nginx", ["-v"]), ("haproxy", ["-v"]), ("wrk", ["-v"])):
-        binary = shutil.which(name) or _sbin(name)
-        if binary:
-            versions[name] = tool_version([binary, *argv])
+        path = _which(name)
+        if path:
+            versions[name] = tool_version([path, *argv])
     envoy = envoy_binary()
     if envoy:
         versions["envoy"] = tool_version([envoy, "--version"])
@@ -717,9 +721,8 @@ def measure_l4(target: Target, total: int, connections: int) -> dict[str, float]
     }
 
 
-def bench_l4(args: argparse.Namespace) -> dict[str, Any]:
-    """The L4 bulk-throughput run; returns the report written to JSON."""
-    names = select_targets(args.only, L4_NAMES)
+def bench_l4(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The L4 bulk-throughput run of the targets ``names``; returns the report written to JSON."""
     total = int(args.l4_mib * (1 << 20))
     starters: dict[str, StartFn] = {"dmsc": _start_dmsc("tcp"), "haproxy": _start_haproxy("tcp")}
     with workspace() as workdir:
@@ -842,10 +845,10 @@ def cmd_bench_proxy(args: argparse.Namespace) -> int:
         raise CommandError("--duration, --connections and --rounds must be positive")
     if args.l4 and (args.l4_mib <= 0 or args.l4_connections < 1):
         raise CommandError("--l4-mib and --l4-connections must be positive")
-    select_targets(args.only, L4_NAMES if args.l4 else L7_NAMES)
+    names = select_targets(args.only, L4_NAMES if args.l4 else L7_NAMES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = bench_l4(args) if args.l4 else bench_proxy(args)
+    report = bench_l4(args, names) if args.l4 else bench_proxy(args, names)
     stem = "bench-l4" if args.l4 else "bench-proxy"
     machine = report["machine"]
     settings = report["settings"]

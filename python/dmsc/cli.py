@@ -200,10 +200,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sidecar(args: argparse.Namespace) -> int:
-    return run_sidecar(args)
-
-
 def cmd_build_info(_: argparse.Namespace) -> int:
     json.dump(dmsc_fast.build_info(), sys.stdout, indent=2)
     print()
@@ -299,7 +295,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "sidecar", help="run the data-plane proxy (--config FILE, or --listen and --upstream)"
     )
     add_sidecar_arguments(sidecar)
-    sidecar.set_defaults(run=cmd_sidecar)
+    sidecar.set_defaults(run=run_sidecar)
 
     client = _Parser(add_help=False)
     client.add_argument(
