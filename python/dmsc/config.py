@@ -41,6 +41,11 @@ def parse_address(value: str, field: str = "address") -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def format_address(host: str, port: int) -> str:
+    """`HOST:PORT`, an IPv6 host in brackets (what `parse_address` reads back)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _line(node: yaml.Node | None) -> int:
     return node.start_mark.line + 1 if node is not None else 1
 
@@ -57,8 +62,6 @@ def _mapping(node: yaml.Node) -> dict[str, tuple[yaml.Node, yaml.Node]]:
 
 
 def _mesh_config(node: yaml.Node, where: str) -> MeshConfig:
-    import yaml
-
     from dmsc.mesh import Mesh, MeshConfig
 
     fields = {f.name: f for f in dataclasses.fields(MeshConfig)}
@@ -67,7 +70,7 @@ def _mesh_config(node: yaml.Node, where: str) -> MeshConfig:
         if name not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}:{_line(key)}: mesh.{name}: unknown field ({known})")
-        values[name] = yaml.safe_load(yaml.serialize(value))
+        values[name] = node_value(value)
     try:
         config = MeshConfig(**values)
         Mesh(config)  # the core validates every setting
@@ -102,7 +105,7 @@ def load_config(path: str | Path) -> ControllerConfig:
         raise ConfigError(f"{where}:1: {err}") from err
     for name, (key, value) in top.items():
         line = _line(key)
-        raw = yaml.safe_load(yaml.serialize(value))
+        raw = node_value(value)
         try:
             if name == "http":
                 config.http = parse_address(str(raw), "http")
@@ -126,8 +129,8 @@ def load_config(path: str | Path) -> ControllerConfig:
 # ---- YAML documents with positions (the sidecar's configuration) --------------------------
 
 
-def compose_file(path: str | Path) -> tuple[str, yaml.Node | None]:
-    """Reads a YAML file into its node tree (which keeps line numbers) and its text.
+def compose_file(path: str | Path) -> yaml.Node | None:
+    """Reads a YAML file into its node tree (which keeps line numbers); None when empty.
 
     Unreadable files and YAML syntax errors raise ConfigError naming the file and line.
     """
@@ -140,7 +143,7 @@ def compose_file(path: str | Path) -> tuple[str, yaml.Node | None]:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
         raise ConfigError(f"{where}: cannot read: {reason}") from err
     try:
-        return text, yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""

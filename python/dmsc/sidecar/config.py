@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmsc.config import ConfigError, compose_file, line_of, locate_error, parse_address
+from dmsc.config import (
+    ConfigError,
+    compose_file,
+    format_address,
+    line_of,
+    locate_error,
+    node_value,
+    parse_address,
+)
 
 if TYPE_CHECKING:
     import yaml
@@ -49,8 +57,16 @@ LB_POLICIES = (
     "peak_ewma",
 )
 _JSON_POSITION = re.compile(r" at line \d+ column \d+$")
-_REGISTER_TEXT = ("service", "version", "address", "listener", "health_check_url", "zone")
-_REGISTER_KEYS = (*_REGISTER_TEXT, "cluster", "port", "weight", "labels", "ttl")
+_REGISTER_TEXT = (
+    "service",
+    "version",
+    "address",
+    "listener",
+    "health_check_url",
+    "zone",
+    "cluster",
+)
+_REGISTER_KEYS = (*_REGISTER_TEXT, "port", "weight", "labels", "ttl")
 _SIDECAR_KEYS = (
     "admin",
     "controller",
@@ -194,10 +210,6 @@ def _registration(raw: Any) -> Registration:
             if not isinstance(raw[key], str) or (key == "service" and not raw[key]):
                 raise ValueError(f"sidecar.register.{key}: must be text")
             values[key] = raw[key]
-    if "cluster" in raw:
-        if not isinstance(raw["cluster"], str):
-            raise ValueError("sidecar.register.cluster: must be text")
-        values["cluster"] = raw["cluster"]
     for key, low, high in (("port", 1, 65535), ("weight", 1, 1_000_000)):
         if key in raw:
             value = raw[key]
@@ -249,11 +261,11 @@ def load_sidecar_config(
     import yaml  # here, not at the top: the quick form never reads YAML
 
     where = str(path)
-    _, root = compose_file(path)
+    root = compose_file(path)
     if root is None:
         raise ConfigError(f"{where}:1: the file is empty: a sidecar needs listeners")
     try:
-        raw = yaml.safe_load(yaml.serialize(root))
+        raw = node_value(root)
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
@@ -291,8 +303,7 @@ def _resolved(address: str, flag: str) -> str:
         raise ValueError(f"{flag}: cannot resolve {host}: {err}") from err
     # Prefer IPv4, as `localhost` users mean 127.0.0.1 more often than ::1.
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
-    ip = str(infos[0][4][0])
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    return format_address(str(infos[0][4][0]), port)
 
 
 def quick_config(

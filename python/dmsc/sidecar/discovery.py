@@ -25,6 +25,7 @@ from typing import Any
 
 from dmsc.aio import cancel_all
 from dmsc.client import CommandError, call
+from dmsc.config import format_address
 from dmsc.sidecar.config import DiscoveredCluster, Registration
 
 Endpoint = tuple[str, int, bool]
@@ -94,10 +95,6 @@ def _call(url: str, method: str, path: str, body: object = None) -> Any:
         raise CommandError(f"the controller at {url} failed: {err}") from err
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def endpoints_of(
     registry: dict[str, Any], cluster: DiscoveredCluster, resolved: dict[str, str]
 ) -> list[Endpoint]:
@@ -115,7 +112,7 @@ def endpoints_of(
         host, port = instance.get("host"), instance.get("port")
         if not isinstance(host, str) or not isinstance(port, int):
             continue
-        address = _address(resolved.get(host, host), port)
+        address = format_address(resolved.get(host, host), port)
         weight = instance.get("weight")
         weight = weight if isinstance(weight, int) and weight >= 1 else 1
         healthy = instance.get("health") == "healthy"
@@ -168,12 +165,9 @@ class ControllerLink:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    def start(self, watch: bool) -> None:
-        """Starts the watch (when `watch`) and the registration keeper (when registering)."""
-        if watch:
-            self._tasks.append(asyncio.create_task(self._watch()))
-        else:
-            self.first_answer.set()
+    def start(self) -> None:
+        """Starts the watch and, when registering, the registration keeper."""
+        self._tasks.append(asyncio.create_task(self._watch()))
         if self._registration is not None:
             self._tasks.append(asyncio.create_task(self._keep_registered()))
 

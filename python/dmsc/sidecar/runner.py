@@ -13,32 +13,23 @@ import os
 import signal
 import sys
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from dmsc.config import ConfigError
+from dmsc.config import ConfigError, format_address, parse_address
 from dmsc.http import HttpServer, Request, Response, Router
 from dmsc.sidecar import memory
-from dmsc.sidecar.config import DEFAULT_CONTROLLER, SidecarConfig, load_sidecar_config
+from dmsc.sidecar.config import (
+    DEFAULT_CONTROLLER,
+    Registration,
+    SidecarConfig,
+    load_sidecar_config,
+)
 
 if TYPE_CHECKING:
-    from dmsc.sidecar.discovery import ControllerLink, Endpoint
+    from dmsc.sidecar.discovery import ControllerLink
+    from dmsc_fast import ProxyEngine as Engine
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-class Engine(Protocol):
-    """The part of `dmsc_fast.ProxyEngine` the sidecar uses."""
-
-    @property
-    def generation(self) -> int: ...
-    def reload(self, config_json: str) -> None: ...
-    def set_endpoints(self, cluster: str, endpoints: list[Endpoint]) -> None: ...
-    def listeners(self) -> dict[str, str]: ...
-    def prometheus(self) -> str: ...
-    def describe(self) -> str: ...
-    def config_json(self) -> str: ...
-    def drain(self, timeout_s: float) -> bool: ...
-    def shutdown(self) -> None: ...
 
 
 def log(message: str) -> None:
@@ -56,11 +47,6 @@ def _validate(config_json: str) -> None:
 def load(path: str) -> SidecarConfig:
     """Reads and validates a sidecar configuration file (ConfigError `FILE:LINE: ...`)."""
     return load_sidecar_config(path, _validate)
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class Sidecar:
@@ -81,12 +67,16 @@ class Sidecar:
         self.link: ControllerLink | None = None
         self.admin: HttpServer | None = None
         self.ready = False
-        self.draining = False
         self.reloads = {"ok": 0, "failed": 0}
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def draining(self) -> bool:
+        """True from the start of a graceful stop."""
+        return self._stop.is_set()
 
     # ---- start -----------------------------------------------------------------------
 
@@ -94,10 +84,9 @@ class Sidecar:
         from dmsc_fast import ProxyEngine
 
         try:
-            engine: Engine = ProxyEngine(self.config.engine_json)
+            return ProxyEngine(self.config.engine_json)
         except ValueError as err:
             raise ConfigError(self.config.locate(str(err))) from err
-        return engine
 
     async def _start_admin(self, engine: Engine) -> HttpServer:
         host, port = self._admin_address
@@ -120,7 +109,7 @@ class Sidecar:
         assert registration is not None
         bound = engine.listeners()
         name = registration.listener or next(iter(self.config.listener_names()), None)
-        host, port = _split_address(bound[name]) if name in bound else ("", 0)
+        host, port = parse_address(bound[name]) if name in bound else ("", 0)
         host = registration.address or host
         port = registration.port or port
         if host in ("", "0.0.0.0", "::") or not port:
@@ -132,18 +121,19 @@ class Sidecar:
             )
         return host, port
 
-    def _start_link(self, engine: Engine) -> None:
-        settings = self.config.settings
+    def _start_link(self, engine: Engine, registration: Registration | None) -> None:
+        """Starts the controller link when the config discovers clusters or registers."""
         discovered = self.config.discovered()
-        if not discovered and settings.register is None:
+        if not discovered and registration is None:
             return
+        # Imported here: a sidecar without discovery or registration does not load it.
         from dmsc.sidecar.discovery import ControllerLink
 
         link = ControllerLink(self._controller_url(), engine.set_endpoints, log)
         link.set_clusters(discovered)
-        if settings.register is not None:
-            link.set_registration(settings.register, *self._advertised(engine))
-        link.start(watch=True)
+        if registration is not None:
+            link.set_registration(registration, *self._advertised(engine))
+        link.start()
         self.link = link
 
     async def run(self) -> int:
@@ -160,7 +150,7 @@ class Sidecar:
         engine = self.engine = self._start_engine()
         self.admin = await self._start_admin(engine)
         try:
-            self._start_link(engine)
+            self._start_link(engine, self.config.settings.register)
         except ConfigError:
             engine.shutdown()
             await self.admin.close()
@@ -206,8 +196,7 @@ class Sidecar:
 
     def _admin_hostport(self) -> str:
         assert self.admin is not None
-        host = self.admin.host
-        return f"[{host}]:{self.admin.port}" if ":" in host else f"{host}:{self.admin.port}"
+        return format_address(self.admin.host, self.admin.port)
 
     # ---- reload ----------------------------------------------------------------------
 
@@ -245,12 +234,9 @@ class Sidecar:
         self.config = new
         if self.link is not None:
             self.link.set_clusters(new.discovered())
-        elif new.discovered():
-            from dmsc.sidecar.discovery import ControllerLink
-
-            self.link = ControllerLink(self._controller_url(), engine.set_endpoints, log)
-            self.link.set_clusters(new.discovered())
-            self.link.start(watch=True)
+        else:
+            # Registration changes take effect on restart: only discovery may start here.
+            self._start_link(engine, None)
         return engine.generation
 
     def _spawn_reload(self, why: str) -> None:
@@ -274,7 +260,6 @@ class Sidecar:
             log(f"{reason}: already stopping")
             return
         self._stop_reason = reason
-        self.draining = True
         self._stop.set()
 
     async def _shutdown(self, engine: Engine) -> int:
