@@ -7,7 +7,14 @@ from typing import Any
 
 
 class CommandError(Exception):
-    """A call to the controller failed; the message is for the user."""
+    """A call to the controller failed; the message is for the user.
+
+    `status` is the controller's HTTP status when it answered with an error, else None.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def call(controller: str, method: str, path: str, body: object = None) -> Any:
@@ -32,6 +39,6 @@ def call(controller: str, method: str, path: str, body: object = None) -> Any:
             message = json.loads(err.read()).get("error", err.reason)
         except (ValueError, AttributeError):
             message = err.reason
-        raise CommandError(f"{err.code}: {message}") from err
+        raise CommandError(f"{err.code}: {message}", err.code) from err
     except urllib.error.URLError as err:
         raise CommandError(f"cannot reach the controller at {controller}: {err.reason}") from err

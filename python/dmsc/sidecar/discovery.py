@@ -21,6 +21,7 @@ import random
 import socket
 import urllib.parse
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from dmsc.aio import cancel_all
@@ -83,7 +84,7 @@ async def get_json(url: str, path: str, timeout: float) -> Any:
         raise CommandError(f"the controller at {url} answered {status} without JSON") from err
     if status != 200:
         message = value.get("error") if isinstance(value, dict) else None
-        raise CommandError(f"{status}: {message or 'error'}")
+        raise CommandError(f"{status}: {message or 'error'}", status)
     return value
 
 
@@ -388,7 +389,7 @@ class ControllerLink:
             try:
                 await asyncio.to_thread(_call, self.url, "PUT", path)
             except CommandError as err:
-                if str(err).startswith("404"):
+                if err.status == HTTPStatus.NOT_FOUND:
                     self._registered_at = None  # expired or forgotten: register again
                 elif failures == 0:
                     failures = 1
