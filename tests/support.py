@@ -33,6 +33,7 @@ MEMCHECK = [
     "--show-leak-kinds=definite,indirect",
 ]
 Server = TypeVar("Server", bound=socketserver.BaseServer)
+T = TypeVar("T")
 Reply = tuple[int, bytes]
 Headers = dict[str, str] | list[tuple[str, str]] | None
 BANNER = re.compile(
@@ -214,15 +215,75 @@ class Response:
         return f"Response({self.status}, {self.headers!r}, {self.body[:200]!r})"
 
 
-class RawConn:
+class FramingError(AssertionError):
+    """Bytes that break HTTP/1.1 framing: a failed check for a client, a hang-up for an upstream."""
+
+
+class Reader:
+    """Buffered reads from a socket, for HTTP/1.1 framing on either end of a connection.
+
+    Raises ConnectionError when the peer closes first, FramingError when a line runs past
+    `limit` bytes or a chunk is not followed by CRLF.
+    """
+
+    def __init__(self, sock: socket.socket, limit: int = 1 << 20) -> None:
+        self.sock = sock
+        self.limit = limit
+        self.buf = bytearray()
+
+    def fill(self) -> None:
+        data = self.sock.recv(262144)
+        if not data:
+            raise ConnectionError(f"closed by the peer; unparsed {bytes(self.buf[:200])!r}")
+        self.buf += data
+
+    def until(self, end: bytes) -> bytes:
+        """The bytes before the next `end`; both are taken from the buffer."""
+        while (at := self.buf.find(end)) < 0:
+            if len(self.buf) > self.limit:
+                raise FramingError(f"no {end!r} within {self.limit} bytes")
+            self.fill()
+        out = bytes(self.buf[:at])
+        del self.buf[: at + len(end)]
+        return out
+
+    def line(self) -> bytes:
+        return self.until(b"\r\n")
+
+    def read_exactly(self, size: int, sink: Callable[[bytes], None] | None = None) -> bytes:
+        """`size` bytes (passed to `sink` piece by piece instead when given)."""
+        out = bytearray()
+        while size > 0:
+            if not self.buf:
+                self.fill()
+            take = min(size, len(self.buf))
+            if sink is None:
+                out += self.buf[:take]
+            else:
+                sink(bytes(self.buf[:take]))
+            del self.buf[:take]
+            size -= take
+        return bytes(out)
+
+    def chunked(self, sink: Callable[[bytes], None]) -> None:
+        """A chunked body, decoded into `sink`; its trailers are read and dropped."""
+        while size := int(self.line().split(b";", 1)[0], 16):
+            self.read_exactly(size, sink)
+            if self.line():
+                raise FramingError("chunk not followed by CRLF")
+        while self.line():
+            pass
+
+
+class RawConn(Reader):
     """A client connection on a plain socket: send any bytes, parse responses strictly."""
 
     def __init__(self, address: tuple[str, int], timeout: float = 10.0, source: str = "") -> None:
-        self.sock = socket.create_connection(
+        sock = socket.create_connection(
             address, timeout=timeout, source_address=(source, 0) if source else None
         )
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().__init__(sock)
 
     def __enter__(self) -> RawConn:
         return self
@@ -248,44 +309,16 @@ class RawConn:
         self.send(encode_request(method, path, headers, body, host))
         return self.response(head=method == "HEAD")
 
-    def _fill(self) -> None:
-        data = self.sock.recv(262144)
-        if not data:
-            raise ConnectionError(f"closed by the peer; unparsed {bytes(self.buf[:200])!r}")
-        self.buf += data
-
-    def _line(self) -> bytes:
-        while (end := self.buf.find(b"\r\n")) < 0:
-            self._fill()
-        line = bytes(self.buf[:end])
-        del self.buf[: end + 2]
-        return line
-
-    def read_exactly(self, size: int, sink: Callable[[bytes], None] | None = None) -> bytes:
-        """`size` bytes (passed to `sink` piece by piece instead when given)."""
-        out = bytearray()
-        while size > 0:
-            if not self.buf:
-                self._fill()
-            take = min(size, len(self.buf))
-            if sink is None:
-                out += self.buf[:take]
-            else:
-                sink(bytes(self.buf[:take]))
-            del self.buf[:take]
-            size -= take
-        return bytes(out)
-
     def interim_or_response(
         self, head: bool = False, sink: Callable[[bytes], None] | None = None
     ) -> Response:
         """The next response, 1xx included."""
-        status_line = self._line().decode("latin-1")
+        status_line = self.line().decode("latin-1")
         version, status, *_ = status_line.split(" ", 2)
         assert version in ("HTTP/1.1", "HTTP/1.0"), status_line
         code = int(status)
         headers = []
-        while line := self._line():
+        while line := self.line():
             name, sep, value = line.decode("latin-1").partition(":")
             assert sep and name == name.strip(), f"bad response field {line!r}"
             headers.append((name.lower(), value.strip()))
@@ -298,14 +331,7 @@ class RawConn:
             assert length is None, f"both Content-Length and Transfer-Encoding: {headers}"
             assert encoding == "chunked", encoding
             body = bytearray()
-            while True:
-                size = int(self._line().split(b";", 1)[0], 16)
-                if size == 0:
-                    while self._line():
-                        pass
-                    break
-                body += self.read_exactly(size, sink)
-                assert self._line() == b"", "chunk not followed by CRLF"
+            self.chunked(sink or body.extend)
             response.body = bytes(body)
         elif length is not None:
             assert "," not in length, f"Content-Length list {length!r}"
@@ -313,7 +339,7 @@ class RawConn:
         else:
             while True:
                 try:
-                    self._fill()
+                    self.fill()
                 except ConnectionError:
                     break
             response.body = bytes(self.buf)
@@ -356,6 +382,14 @@ def encode_request(
         fields.append(("Content-Length", str(len(body))))
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields)
     return head.encode("latin-1") + b"\r\n" + body
+
+
+def vm_rss_kib(pid: int) -> int:
+    """Resident memory of process `pid` now (VmRSS, KiB)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match, status
+    return int(match.group(1))
 
 
 class SidecarProcess:
@@ -475,10 +509,7 @@ class SidecarProcess:
 
     def rss_kb(self) -> int:
         """Resident memory of the process now (VmRSS, kB)."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
-        assert match, status
-        return int(match.group(1))
+        return vm_rss_kib(self.pid)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Stops the process and returns its exit code."""
@@ -621,9 +652,17 @@ def concurrently(count: int, client: Callable[[int], None]) -> list[str]:
     return errors
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 10.0, message: str = "") -> None:
-    """Polls `check` until true; fails after `timeout` seconds."""
+def wait_for(check: Callable[[], T], timeout: float = 10.0) -> T | None:
+    """Polls `check` until it answers something truthy and returns that (None once `timeout`
+    seconds have passed)."""
     deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, message or "condition not met"
+    while not (value := check()):
+        if time.monotonic() >= deadline:
+            return None
         time.sleep(0.02)
+    return value
+
+
+def wait_until(check: Callable[[], object], timeout: float = 10.0, message: str = "") -> None:
+    """Polls `check` until true; fails after `timeout` seconds."""
+    assert wait_for(check, timeout), message or "condition not met"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import DMSC
 
 from dmsc.bench import (
     Proc,
@@ -31,7 +32,6 @@ from dmsc.bench import (
 )
 from dmsc.client import CommandError
 
-DMSC = [sys.executable, "-m", "dmsc.cli"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:18080/

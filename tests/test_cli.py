@@ -7,14 +7,11 @@ import json
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-DMSC = [sys.executable, "-m", "dmsc.cli"]
+from support import DMSC, wait_for
 
 
 @pytest.fixture
@@ -109,8 +106,6 @@ def test_up_routes_through_the_sidecar(mesh: tuple[subprocess.Popen[str], int]) 
 
 
 def test_up_refuses_malformed_requests(mesh: tuple[subprocess.Popen[str], int]) -> None:
-    import socket
-
     _, port = mesh
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -124,6 +119,8 @@ def refuses_connections(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False  # the listener is closing right now: ask again
     return False
 
 
@@ -142,10 +139,7 @@ def test_the_sidecar_goes_even_when_up_is_killed(mesh: tuple[subprocess.Popen[st
     port = sidecar_port(proc)
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 20
-    while not refuses_connections(port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert refuses_connections(port)
+    assert wait_for(lambda: refuses_connections(port), 20)
 
 
 def test_bad_address_is_refused_with_a_clear_message() -> None:

@@ -13,47 +13,22 @@ import importlib.util
 import json
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import serving, wait_for
+from upstreams import TcpServer
 
 import dmsc_fast
 from dmsc_fast import ConfigError, ProxyEngine
 
 
-class EchoServer:
-    """Echoes every byte on each connection (one thread per connection) until the peer ends."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self.sock.accept()
-                threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            while data := conn.recv(65536):
-                conn.sendall(data)
-            conn.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    server = EchoServer()
-    yield server
-    server.close()
+def echo() -> Iterator[TcpServer]:
+    with TcpServer("echo") as server:
+        yield server
 
 
 def document(*endpoints: str, **extra: Any) -> dict[str, Any]:
@@ -92,16 +67,6 @@ def round_trip(sock: socket.socket, message: bytes) -> bytes:
     return back
 
 
-def wait_until(done: Callable[[], bool]) -> bool:
-    """Polls `done` for up to 30 s."""
-    deadline = time.monotonic() + 30
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def split_error(err: ConfigError) -> tuple[str, str]:
     path, _, message = str(err).partition(": ")
     return path, message
@@ -117,7 +82,7 @@ def test_the_engine_is_compiled_code() -> None:
     assert issubclass(ConfigError, ValueError)
 
 
-def test_validate_names_the_field_at_fault(echo: EchoServer) -> None:
+def test_validate_names_the_field_at_fault(echo: TcpServer) -> None:
     ProxyEngine.validate(json.dumps(document(echo.address)))
     cases = [
         ({**document(echo.address), "workers": 0}, "workers"),
@@ -142,7 +107,7 @@ def test_validate_names_the_field_at_fault(echo: EchoServer) -> None:
         ProxyEngine.validate("{not json")
 
 
-def test_a_busy_port_fails_the_constructor(echo: EchoServer) -> None:
+def test_a_busy_port_fails_the_constructor(echo: TcpServer) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         doc = document(echo.address)
         doc["listeners"][0]["listen"] = f"127.0.0.1:{busy.getsockname()[1]}"
@@ -153,7 +118,7 @@ def test_a_busy_port_fails_the_constructor(echo: EchoServer) -> None:
         assert split_error(caught.value)[0] == "listeners[0].listen"
 
 
-def test_serves_and_reports_its_listeners(echo: EchoServer) -> None:
+def test_serves_and_reports_its_listeners(echo: TcpServer) -> None:
     with running(document(echo.address)) as engine:
         listeners = engine.listeners()
         assert list(listeners) == ["l4"]
@@ -169,7 +134,7 @@ def test_serves_and_reports_its_listeners(echo: EchoServer) -> None:
         assert "generation=1" in repr(engine)
 
 
-def test_reload_swaps_the_config_and_a_bad_one_changes_nothing(echo: EchoServer) -> None:
+def test_reload_swaps_the_config_and_a_bad_one_changes_nothing(echo: TcpServer) -> None:
     doc = document(echo.address)
     with running(doc) as engine:
         first = engine.listeners()["l4"]
@@ -193,7 +158,7 @@ def test_reload_swaps_the_config_and_a_bad_one_changes_nothing(echo: EchoServer)
         assert engine.listeners() == listeners
 
 
-def test_set_endpoints_feeds_a_discovered_cluster(echo: EchoServer) -> None:
+def test_set_endpoints_feeds_a_discovered_cluster(echo: TcpServer) -> None:
     doc = {
         "listeners": [{"name": "l4", "listen": "127.0.0.1:0", "protocol": "tcp", "cluster": "svc"}],
         "clusters": [{"name": "svc", "service": "echo"}],
@@ -219,7 +184,7 @@ def test_set_endpoints_feeds_a_discovered_cluster(echo: EchoServer) -> None:
             assert round_trip(client, b"still") == b"still"
 
 
-def test_prometheus_text_parses_and_counts_the_session(echo: EchoServer) -> None:
+def test_prometheus_text_parses_and_counts_the_session(echo: TcpServer) -> None:
     with running(document(echo.address)) as engine:
         with connect(engine.listeners()["l4"]) as client:
             assert round_trip(client, b"abc") == b"abc"
@@ -247,7 +212,7 @@ def test_prometheus_text_parses_and_counts_the_session(echo: EchoServer) -> None
 
 
 def test_drain_waits_for_the_session_in_flight_without_holding_the_gil(
-    echo: EchoServer,
+    echo: TcpServer,
 ) -> None:
     with running(document(echo.address)) as engine:
         address = engine.listeners()["l4"]
@@ -256,7 +221,7 @@ def test_drain_waits_for_the_session_in_flight_without_holding_the_gil(
         result: list[bool] = []
         drainer = threading.Thread(target=lambda: result.append(engine.drain(60.0)))
         drainer.start()
-        assert wait_until(lambda: engine.draining)
+        assert wait_for(lambda: engine.draining, 30)
         # The echo upstream is a Python thread: this round trip needs the GIL, so it
         # completes only because drain() released it while waiting.
         assert round_trip(client, b"two") == b"two"
@@ -272,7 +237,7 @@ def test_drain_waits_for_the_session_in_flight_without_holding_the_gil(
             engine.reload(json.dumps(document(echo.address)))
 
 
-def test_drain_gives_up_at_its_timeout_and_shutdown_is_idempotent(echo: EchoServer) -> None:
+def test_drain_gives_up_at_its_timeout_and_shutdown_is_idempotent(echo: TcpServer) -> None:
     engine = ProxyEngine(json.dumps(document(echo.address)))
     with connect(engine.listeners()["l4"]) as client:
         assert round_trip(client, b"x") == b"x"
@@ -304,21 +269,19 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 
 def test_an_http_listener_routes_to_its_cluster() -> None:
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    doc = {
-        "listeners": [
-            {
-                "name": "web",
-                "listen": "127.0.0.1:0",
-                "virtual_hosts": [
-                    {"name": "all", "domains": ["*"], "routes": [{"cluster": "app"}]}
-                ],
-            }
-        ],
-        "clusters": [{"name": "app", "endpoints": [f"127.0.0.1:{upstream.server_port}"]}],
-    }
-    try:
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)) as upstream:
+        doc = {
+            "listeners": [
+                {
+                    "name": "web",
+                    "listen": "127.0.0.1:0",
+                    "virtual_hosts": [
+                        {"name": "all", "domains": ["*"], "routes": [{"cluster": "app"}]}
+                    ],
+                }
+            ],
+            "clusters": [{"name": "app", "endpoints": [f"127.0.0.1:{upstream.server_port}"]}],
+        }
         with running(doc) as engine:
             host, port = engine.listeners()["web"].rsplit(":", 1)
             client = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -334,6 +297,3 @@ def test_an_http_listener_routes_to_its_cluster() -> None:
                 if s.name.endswith("_total")
             }
             assert answered["2xx"] == 2.0
-    finally:
-        upstream.shutdown()
-        upstream.server_close()

@@ -12,9 +12,8 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,91 +21,12 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import DMSC, ControllerProcess, Reply, http_call, parse_banner, serving
+from support import DMSC, ControllerProcess, Reply, http_call, parse_banner, wait_for
+from upstreams import TcpServer, Upstream
 
 from dmsc.config import line_of
 
 WAIT_S = 20.0
-
-
-# ---- real upstreams ---------------------------------------------------------------------
-
-
-class Upstream(ThreadingHTTPServer):
-    """An HTTP/1.1 server on loopback that answers its name and what it received.
-
-    `GET /slow` waits `slow_s` before answering (and sets `slow_started` on arrival).
-    """
-
-    daemon_threads = True
-
-    def __init__(self, name: str, slow_s: float = 1.5) -> None:
-        super().__init__(("127.0.0.1", 0), _UpstreamHandler)
-        self.name = name
-        self.slow_s = slow_s
-        self.slow_started = threading.Event()
-        self.requests = 0
-        self.seen_headers: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-
-class _UpstreamHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Upstream
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.requests += 1
-            self.server.seen_headers.append({k.lower(): v for k, v in self.headers.items()})
-        if self.path.startswith("/slow"):
-            self.server.slow_started.set()
-            time.sleep(self.server.slow_s)
-        body = json.dumps({"name": self.server.name, "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def upstream(name: str) -> AbstractContextManager[Upstream]:
-    return serving(Upstream(name))
-
-
-@contextmanager
-def echo_server() -> Iterator[int]:
-    """A TCP echo server on loopback (for L4 listeners)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
 
 
 # ---- the sidecar process ----------------------------------------------------------------
@@ -167,7 +87,9 @@ class Sidecar:
 
     def wait_log(self, pattern: str) -> str:
         """Waits for a stderr line matching `pattern`."""
-        found = wait_for(lambda: next((s for s in self.stderr if re.search(pattern, s)), None))
+        found = wait_for(
+            lambda: next((s for s in self.stderr if re.search(pattern, s)), None), WAIT_S
+        )
         assert isinstance(found, str), f"no log line matching {pattern!r}: {self.log}"
         return found
 
@@ -196,21 +118,12 @@ def sidecar(*args: str) -> Iterator[Sidecar]:
         process.close()
 
 
-def wait_for(check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    """Polls `check` until it answers something truthy (or the time is up: None)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    return None
-
-
-def get(port: int, path: str = "/", host: str = "app") -> tuple[int, dict[str, Any]]:
+def get(
+    port: int, path: str = "/", host: str = "app", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request("GET", path, headers={"Host": host})
+        conn.request("GET", path, headers={"Host": host, **(headers or {})})
         response = conn.getresponse()
         body = response.read()
         return response.status, json.loads(body) if response.status == 200 else {}
@@ -345,7 +258,7 @@ def test_stop_with_stops_gracefully_when_that_process_is_killed() -> None:
     owner = subprocess.Popen(["sleep", "600"])
     try:
         with (
-            upstream("one") as one,
+            Upstream("one") as one,
             sidecar(
                 "--listen", "127.0.0.1:0", "--upstream", one.address, "--stop-with", str(owner.pid)
             ) as proc,
@@ -365,29 +278,28 @@ def test_stop_with_stops_gracefully_when_that_process_is_killed() -> None:
 
 def test_quick_form_proxies_to_the_upstreams() -> None:
     with (
-        upstream("one") as one,
-        upstream("two") as two,
+        Upstream("one") as one,
+        Upstream("two") as two,
         sidecar("--listen", "127.0.0.1:0", "--upstream", f"{one.address},{two.address}") as proc,
     ):
         names = set()
         for _ in range(40):
             status, body = get(proc.port(), "/hello?x=1")
             assert status == 200
-            assert body["path"] == "/hello?x=1"
+            assert body["target"] == "/hello?x=1"
             names.add(body["name"])
         assert names <= {"one", "two"}
         assert one.requests + two.requests == 40
-        headers = (one.seen_headers + two.seen_headers)[-1]
-        assert "x-request-id" in headers and "x-forwarded-for" in headers
+        seen = (one.received + two.received)[-1]
+        assert seen.header("x-request-id") is not None
+        assert seen.header("x-forwarded-for") is not None
         assert proc.stop() == 0
 
 
 def test_quick_form_tcp_moves_bytes() -> None:
     with (
-        echo_server() as port,
-        sidecar(
-            "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{port}", "--protocol", "tcp"
-        ) as proc,
+        TcpServer("echo") as echo,
+        sidecar("--listen", "127.0.0.1:0", "--upstream", echo.address, "--protocol", "tcp") as proc,
     ):
         with socket.create_connection(("127.0.0.1", proc.port()), timeout=10) as conn:
             payload = bytes(range(256)) * 1024
@@ -401,7 +313,7 @@ def test_quick_form_tcp_moves_bytes() -> None:
 
 
 def test_admin_api() -> None:
-    with upstream("one") as one, sidecar("--listen", "127.0.0.1:0", "--upstream", one.address) as p:
+    with Upstream("one") as one, sidecar("--listen", "127.0.0.1:0", "--upstream", one.address) as p:
         assert get(p.port())[0] == 200
         assert p.call("GET", "/ready") == (200, b"ready\n")
         status, metrics = p.call("GET", "/metrics")
@@ -433,7 +345,7 @@ def test_admin_api() -> None:
 
 def test_sighup_switches_blue_to_green_without_a_failed_request(tmp_path: Path) -> None:
     path = tmp_path / "sidecar.yaml"
-    with upstream("blue") as blue, upstream("green") as green:
+    with Upstream("blue") as blue, Upstream("green") as green:
         path.write_text(routed_config("blue", blue, green))
         with sidecar("--config", str(path)) as proc:
             seen: list[str] = []
@@ -460,17 +372,17 @@ def test_sighup_switches_blue_to_green_without_a_failed_request(tmp_path: Path) 
             thread = threading.Thread(target=client)
             thread.start()
             try:
-                assert wait_for(lambda: "blue" in seen)
+                assert wait_for(lambda: "blue" in seen, WAIT_S)
                 path.write_text(routed_config("green", blue, green))
                 proc.proc.send_signal(signal.SIGHUP)
-                assert wait_for(lambda: seen and seen[-1] == "green"), proc.log
+                assert wait_for(lambda: seen and seen[-1] == "green", WAIT_S), proc.log
                 proc.wait_log("reload ok: generation 2")
                 # Instant rollback, this time through the admin API.
                 path.write_text(routed_config("blue", blue, green))
                 status, body = proc.call("POST", "/reload")
                 assert status == 200 and json.loads(body)["generation"] == 3
                 count = len(seen)
-                assert wait_for(lambda: len(seen) > count + 20)
+                assert wait_for(lambda: len(seen) > count + 20, WAIT_S)
                 assert seen[-1] == "blue"
             finally:
                 stop.set()
@@ -483,7 +395,7 @@ def test_sighup_switches_blue_to_green_without_a_failed_request(tmp_path: Path) 
 
 def test_bad_reload_keeps_the_running_config(tmp_path: Path) -> None:
     path = tmp_path / "sidecar.yaml"
-    with upstream("blue") as blue, upstream("green") as green:
+    with Upstream("blue") as blue, Upstream("green") as green:
         path.write_text(routed_config("blue", blue, green))
         with sidecar("--config", str(path)) as proc:
             _, before = proc.call("GET", "/config")
@@ -524,7 +436,7 @@ def _register(controller: ControllerProcess, service: str, server: Upstream, ver
 def test_controller_watch_feeds_endpoints_and_outlives_the_controller(tmp_path: Path) -> None:
     controller = ControllerProcess().start()
     try:
-        with upstream("v1") as v1, upstream("v2") as v2:
+        with Upstream("v1") as v1, Upstream("v2") as v2:
             _register(controller, "api", v1, "v1")
             _register(controller, "api", v2, "v2")
             path = tmp_path / "sidecar.yaml"
@@ -554,7 +466,7 @@ def test_controller_watch_feeds_endpoints_and_outlives_the_controller(tmp_path: 
 def test_discovery_follows_registry_changes(tmp_path: Path) -> None:
     controller = ControllerProcess().start()
     try:
-        with upstream("first") as first, upstream("second") as second:
+        with Upstream("first") as first, Upstream("second") as second:
             _register(controller, "api", first, "")
             with sidecar(
                 "--config",
@@ -566,7 +478,7 @@ def test_discovery_follows_registry_changes(tmp_path: Path) -> None:
                 _register(controller, "api", second, "")
                 status, _ = controller.call("DELETE", f"/v1/registry/instances/api/{first.address}")
                 assert status == 200
-                assert wait_for(lambda: get(proc.port())[1].get("name") == "second")
+                assert wait_for(lambda: get(proc.port())[1].get("name") == "second", WAIT_S)
                 # A reload rebuilds the cluster: discovered endpoints are applied again.
                 status, _ = proc.call("POST", "/reload")
                 assert status == 200
@@ -585,7 +497,7 @@ def _discovery_config(tmp_path: Path) -> Path:
 def test_sigterm_deregisters_then_drains_the_request_in_flight(tmp_path: Path) -> None:
     controller = ControllerProcess().start()
     try:
-        with upstream("app") as app:
+        with Upstream("app") as app:
             path = tmp_path / "sidecar.yaml"
             sidecar_section = (
                 "sidecar:\n"
@@ -611,13 +523,13 @@ def test_sigterm_deregisters_then_drains_the_request_in_flight(tmp_path: Path) -
                         i["port"] == port and i["version"] == "v3" for i in body["instances"]
                     )
 
-                assert wait_for(listed), proc.log
+                assert wait_for(listed, WAIT_S), proc.log
                 result: list[tuple[int, dict[str, Any]]] = []
                 slow = threading.Thread(
-                    target=lambda: result.append(get(port, "/slow", host="users"))
+                    target=lambda: result.append(get(port, "/slow", "users", {"x-up": "slow=1.5"}))
                 )
                 slow.start()
-                assert app.slow_started.wait(WAIT_S)
+                assert wait_for(lambda: "/slow" in app.paths(), WAIT_S)
                 proc.proc.send_signal(signal.SIGTERM)
 
                 def unready() -> bool:
@@ -626,7 +538,7 @@ def test_sigterm_deregisters_then_drains_the_request_in_flight(tmp_path: Path) -
                     except OSError:
                         return False
 
-                assert wait_for(unready), proc.log
+                assert wait_for(unready, WAIT_S), proc.log
                 slow.join(WAIT_S)
                 assert result and result[0][0] == 200 and result[0][1]["path"] == "/slow"
                 assert proc.proc.wait(timeout=WAIT_S) == 0
@@ -644,7 +556,7 @@ def test_registration_comes_back_after_a_controller_restart(tmp_path: Path) -> N
     controller = ControllerProcess().start()
     port = controller.port
     try:
-        with upstream("app") as app:
+        with Upstream("app") as app:
             path = tmp_path / "sidecar.yaml"
             path.write_text(
                 "sidecar:\n"
@@ -664,11 +576,11 @@ def test_registration_comes_back_after_a_controller_restart(tmp_path: Path) -> N
                     status, body = controller.call("GET", "/v1/registry/services/users")
                     return status == 200 and [i["port"] for i in body["instances"]] == [proc.port()]
 
-                assert wait_for(listed), proc.log
+                assert wait_for(listed, WAIT_S), proc.log
                 # A controller on a memory store forgets everything when it restarts.
                 controller.stop(signal.SIGKILL)
                 controller = ControllerProcess("--http", f"127.0.0.1:{port}").start()
-                assert wait_for(listed), proc.log
+                assert wait_for(listed, WAIT_S), proc.log
                 assert len([s for s in proc.stderr if "registered users/" in s]) == 2
                 assert proc.stop() == 0
                 assert not listed()

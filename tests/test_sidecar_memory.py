@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -19,12 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from support import parse_banner, vm_rss_kib
 from upstreams import Upstream
 
 RSS_LIMIT_KIB = 30 * 1024
 CONNECTIONS = 4
 REQUESTS_PER_CONNECTION = 750
-READY = re.compile(r"^dmsc sidecar: listening main=(\S+) admin=(\S+)$")
 WAIT_S = 20.0
 # What only the controller and the other commands use: none of it may be resident in a sidecar.
 CONTROLLER_MODULES = (
@@ -76,18 +75,18 @@ def upstream() -> Iterator[Upstream]:
 
 
 @contextmanager
-def running(command: list[str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """Starts a sidecar; yields it and its listener's HOST:PORT; stops it with SIGTERM."""
+def running(command: list[str]) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    """Starts a sidecar; yields it and its listener's address; stops it with SIGTERM."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        found: list[str] = []
+        found: list[tuple[str, int]] = []
 
         def read_banner() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
-                match = READY.match(line.rstrip("\n"))
-                if match:
-                    found.append(match.group(1))
+                addresses = parse_banner(line)
+                if addresses is not None:
+                    found.append(addresses[0]["main"])
                     return
 
         reader = threading.Thread(target=read_banner, daemon=True)
@@ -107,13 +106,12 @@ def running(command: list[str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
             proc.communicate(timeout=WAIT_S)
 
 
-def drive(listen: str) -> int:
+def drive(listen: tuple[str, int]) -> int:
     """Sends CONNECTIONS x REQUESTS_PER_CONNECTION keep-alive GETs; answers how many got 200."""
-    host, _, port = listen.rpartition(":")
     ok = [0] * CONNECTIONS
 
     def client(index: int) -> None:
-        conn = http.client.HTTPConnection(host, int(port), timeout=WAIT_S)
+        conn = http.client.HTTPConnection(*listen, timeout=WAIT_S)
         try:
             for i in range(REQUESTS_PER_CONNECTION):
                 conn.request("GET", f"/load/{index}/{i}")
@@ -130,13 +128,6 @@ def drive(listen: str) -> int:
     for thread in threads:
         thread.join()
     return sum(ok)
-
-
-def vm_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 def test_quick_form_stays_under_30_mib_after_load(upstream: Upstream) -> None:

@@ -40,11 +40,12 @@ from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote
 
+from support import FramingError, Reader
+
 MODES = (
     "ok", "status", "slow", "stall", "reset", "close", "garbage", "chunked", "large", "hop", "eof",
 )  # fmt: skip
 BLOCK = bytes(range(256)) * 256  # 64 KiB of the repeating pattern `pattern()` streams
-MAX_HEAD = 1 << 20
 
 
 def pattern(size: int) -> bytes:
@@ -108,56 +109,6 @@ class Received:
             "chunked": self.chunked,
             "connection": self.connection,
         }
-
-
-class ClientGone(Exception):
-    """The peer closed the connection."""
-
-
-class _Reader:
-    """Buffered reads from a socket."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    def fill(self) -> None:
-        data = self.sock.recv(262144)
-        if not data:
-            raise ClientGone
-        self.buf += data
-
-    def line(self, limit: int = MAX_HEAD) -> bytes:
-        while True:
-            end = self.buf.find(b"\r\n")
-            if end >= 0:
-                out = bytes(self.buf[:end])
-                del self.buf[: end + 2]
-                return out
-            if len(self.buf) > limit:
-                raise ValueError("line too long")
-            self.fill()
-
-    def head(self) -> bytes:
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end >= 0:
-                out = bytes(self.buf[: end + 4])
-                del self.buf[: end + 4]
-                return out
-            if len(self.buf) > MAX_HEAD:
-                raise ValueError("head too long")
-            self.fill()
-
-    def exactly(self, size: int, sink: Any) -> None:
-        """Reads `size` bytes, feeding them to `sink(bytes)`."""
-        while size > 0:
-            if not self.buf:
-                self.fill()
-            take = min(size, len(self.buf))
-            sink(bytes(self.buf[:take]))
-            del self.buf[:take]
-            size -= take
 
 
 def parse_head(head: bytes) -> tuple[str, str, str, list[tuple[str, str]]]:
@@ -315,15 +266,15 @@ class Upstream(LoopbackServer):
 
     def _serve(self, sock: socket.socket, number: int) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        reader = _Reader(sock)
-        with contextlib.suppress(ClientGone, OSError, ValueError):
+        reader = Reader(sock)
+        with contextlib.suppress(OSError, ValueError, FramingError):
             while not self._stop.is_set():
                 keep = self._one(sock, reader, number)
                 if not keep:
                     break
 
-    def _one(self, sock: socket.socket, reader: _Reader, number: int) -> bool:
-        method, target, version, headers = parse_head(reader.head())
+    def _one(self, sock: socket.socket, reader: Reader, number: int) -> bool:
+        method, target, version, headers = parse_head(reader.until(b"\r\n\r\n"))
         with self._lock:
             self.heads += 1
         mode, arg = self._choose(headers)
@@ -338,17 +289,9 @@ class Upstream(LoopbackServer):
 
         if "chunked" in tokens(request.header("transfer-encoding")):
             request.chunked = True
-            while True:
-                size = int(reader.line().split(b";", 1)[0], 16)
-                if size == 0:
-                    while reader.line():
-                        pass
-                    break
-                reader.exactly(size, sink)
-                if reader.line():
-                    raise ValueError("bad chunk end")
+            reader.chunked(sink)
         else:
-            reader.exactly(int(request.header("content-length") or 0), sink)
+            reader.read_exactly(int(request.header("content-length") or 0), sink)
         request.body_sha256 = digest.hexdigest()
         with self._lock:
             self.requests += 1
