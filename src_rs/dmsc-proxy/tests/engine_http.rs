@@ -4,7 +4,7 @@
 mod engine_util;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -44,34 +44,27 @@ fn gated_upstream() -> (SocketAddr, mpsc::Receiver<()>, mpsc::Sender<()>) {
     let (release, release_rx) = mpsc::channel::<()>();
     let arrived_tx = Mutex::new(arrived_tx);
     let release_rx = Mutex::new(release_rx);
-    let address = serve(
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        move |mut stream| {
-            while read_head(&mut stream).is_some() {
-                let _ = arrived_tx.lock().unwrap().send(());
-                if release_rx.lock().unwrap().recv().is_err() {
-                    return;
-                }
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                if stream.write_all(answer).is_err() {
-                    return;
-                }
+    let address = serve(move |mut stream| {
+        while read_head(&mut stream).is_some() {
+            let _ = arrived_tx.lock().unwrap().send(());
+            if release_rx.lock().unwrap().recv().is_err() {
+                return;
             }
-        },
-    );
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if stream.write_all(answer).is_err() {
+                return;
+            }
+        }
+    });
     (address, arrived, release)
 }
 
 /// Reads one response with a Content-Length body; returns (head, body).
 fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
     let head = String::from_utf8(read_head(stream).expect("a response head")).unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
+    let length: usize = header_values(&head, "content-length")
+        .first()
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).unwrap();

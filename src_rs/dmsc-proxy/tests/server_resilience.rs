@@ -39,7 +39,7 @@ async fn stalled_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn connect_failures_are_retried_on_another_host() {
     let up = ok_upstream("alive").await;
-    let dead = dead_addr().await;
+    let dead = dead_address();
     let (_engine, addr) = start(config(
         &[dead, up.addr],
         json!({ "retry": { "retry_on": ["connect-failure"], "num_retries": 2, "backoff": { "strategy": "fixed", "base_ms": 1, "max_ms": 1 } } }),
@@ -54,7 +54,7 @@ async fn connect_failures_are_retried_on_another_host() {
 
 #[tokio::test]
 async fn connect_failures_everywhere_give_503() {
-    let dead = dead_addr().await;
+    let dead = dead_address();
     let (_engine, addr) = start(config(&[dead], json!({}), json!({})));
     let got = get(addr, "/", &[]).await;
     assert_eq!(got.status, 503);
@@ -267,7 +267,7 @@ async fn a_full_bulkhead_answers_503() {
 
 #[tokio::test]
 async fn a_fallback_response_answers_when_no_host_can() {
-    let dead = dead_addr().await;
+    let dead = dead_address();
     let (_engine, addr) = start(config(
         &[dead],
         json!({ "fallback": { "response": { "status": 200, "body": "cached" } } }),
@@ -279,7 +279,7 @@ async fn a_fallback_response_answers_when_no_host_can() {
 
 #[tokio::test]
 async fn a_fallback_cluster_serves_when_the_primary_cannot() {
-    let dead = dead_addr().await;
+    let dead = dead_address();
     let backup = ok_upstream("backup").await;
     let mut conf = config(
         &[dead],

@@ -3,12 +3,15 @@
 mod engine_util;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use engine_util::*;
+
+/// Upstream resets counted against the hosts of the listener's cluster.
+const RESETS: &str = "dmsc_cluster_upstream_resets_total{cluster=\"echo\"}";
 
 #[test]
 fn echoes_through_the_listener() {
@@ -99,7 +102,7 @@ fn count_then_answer(mut stream: TcpStream) {
 
 #[test]
 fn a_client_half_close_reaches_the_upstream() {
-    let upstream = serve(TcpListener::bind("127.0.0.1:0").unwrap(), count_then_answer);
+    let upstream = serve(count_then_answer);
     let engine = start(&tcp_document(&[upstream]));
     let mut client = connect(address_of(&engine, "l4"));
     client.write_all(b"request").unwrap();
@@ -114,17 +117,14 @@ fn an_upstream_half_close_leaves_the_other_direction_open() {
     let (heard, hear) = mpsc::channel::<Vec<u8>>();
     let heard = Mutex::new(heard);
     // Says hello and half-closes at once, then takes what comes until the client ends.
-    let upstream = serve(
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        move |mut stream| {
-            if stream.write_all(b"hello").is_err() || stream.shutdown(Shutdown::Write).is_err() {
-                return;
-            }
-            let mut rest = Vec::new();
-            let _ = stream.read_to_end(&mut rest);
-            let _ = heard.lock().unwrap().send(rest);
-        },
-    );
+    let upstream = serve(move |mut stream| {
+        if stream.write_all(b"hello").is_err() || stream.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        let _ = heard.lock().unwrap().send(rest);
+    });
     let engine = start(&tcp_document(&[upstream]));
     let mut client = connect(address_of(&engine, "l4"));
     let mut greeting = Vec::new();
@@ -143,13 +143,7 @@ fn an_upstream_half_close_leaves_the_other_direction_open() {
         sample(&text, "dmsc_listener_received_bytes_total{listener=\"l4\"}"),
         Some(4.0)
     );
-    assert_eq!(
-        sample(
-            &text,
-            "dmsc_cluster_upstream_resets_total{cluster=\"echo\"}"
-        ),
-        Some(0.0)
-    );
+    assert_eq!(sample(&text, RESETS), Some(0.0));
 }
 
 #[test]
@@ -187,7 +181,7 @@ fn no_reachable_host_closes_the_client() {
 #[test]
 fn an_upstream_reset_ends_the_session_and_counts_against_the_host() {
     // Closing with unread bytes makes the kernel send a reset instead of a FIN.
-    let upstream = serve(TcpListener::bind("127.0.0.1:0").unwrap(), |stream| {
+    let upstream = serve(|stream| {
         let mut byte = [0u8; 1];
         let _ = stream.peek(&mut byte);
         drop(stream);
@@ -200,28 +194,19 @@ fn an_upstream_reset_ends_the_session_and_counts_against_the_host() {
     assert!(read.is_err() || rest.is_empty());
     assert!(eventually(|| inflight(&engine) == 0));
     let text = engine.prometheus();
-    assert_eq!(
-        sample(
-            &text,
-            "dmsc_cluster_upstream_resets_total{cluster=\"echo\"}"
-        ),
-        Some(1.0)
-    );
+    assert_eq!(sample(&text, RESETS), Some(1.0));
 }
 
 #[test]
 fn a_client_reset_does_not_count_against_the_host() {
     let (said, hello_sent) = mpsc::channel::<()>();
     let said = Mutex::new(said);
-    let upstream = serve(
-        TcpListener::bind("127.0.0.1:0").unwrap(),
-        move |mut stream| {
-            let _ = stream.write_all(b"hello");
-            let _ = said.lock().unwrap().send(());
-            let mut rest = Vec::new();
-            let _ = stream.read_to_end(&mut rest);
-        },
-    );
+    let upstream = serve(move |mut stream| {
+        let _ = stream.write_all(b"hello");
+        let _ = said.lock().unwrap().send(());
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
     let engine = start(&tcp_document(&[upstream]));
     let client = connect(address_of(&engine, "l4"));
     hello_sent.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -231,13 +216,7 @@ fn a_client_reset_does_not_count_against_the_host() {
     drop(client);
     assert!(eventually(|| inflight(&engine) == 0));
     let text = engine.prometheus();
-    assert_eq!(
-        sample(
-            &text,
-            "dmsc_cluster_upstream_resets_total{cluster=\"echo\"}"
-        ),
-        Some(0.0)
-    );
+    assert_eq!(sample(&text, RESETS), Some(0.0));
     assert_eq!(
         sample(
             &text,

@@ -1,4 +1,5 @@
 //! Shared pieces of the engine and TCP tests: configs, loopback upstreams, waits.
+//! The proxy tests' `server_support` builds on the config, address and header helpers.
 
 #![allow(dead_code)]
 
@@ -44,11 +45,13 @@ pub fn address_of(engine: &Engine, name: &str) -> SocketAddr {
         .expect("listener is bound")
 }
 
-/// Serves every connection accepted on `listener` with `handler` on its own thread.
-pub fn serve<F>(listener: TcpListener, handler: F) -> SocketAddr
+/// A loopback upstream on a free port that serves every connection with `handler` on
+/// its own thread; returns where it listens.
+pub fn serve<F>(handler: F) -> SocketAddr
 where
     F: Fn(TcpStream) + Send + Sync + 'static,
 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("bound");
     let handler = Arc::new(handler);
     thread::spawn(move || {
@@ -62,7 +65,7 @@ where
 
 /// An upstream that echoes every byte and half-closes when the client does.
 pub fn echo_upstream() -> SocketAddr {
-    serve(TcpListener::bind("127.0.0.1:0").expect("bind"), echo)
+    serve(echo)
 }
 
 fn echo(mut stream: TcpStream) {
@@ -116,6 +119,16 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(10));
     }
     done()
+}
+
+/// Values of a header in a head's text.
+pub fn header_values(head: &str, name: &str) -> Vec<String> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect()
 }
 
 /// The value of the sample line starting with `series` (`name{labels}`) in `text`.

@@ -9,19 +9,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dmsc_proxy::{Config, Engine};
+use dmsc_proxy::Engine;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "../engine_util/mod.rs"]
+mod engine_util;
+
+// Not every test binary uses both.
+#[allow(unused_imports)]
+pub use engine_util::{dead_address, header_values};
 
 /// Guard against a hung test: generous, never a speed assertion.
 pub const HANG: Duration = Duration::from_secs(20);
 
 /// Starts an engine from a JSON config and returns it with its first listener's address.
 pub fn start(config: Value) -> (Engine, SocketAddr) {
-    let config: Config = serde_json::from_value(config).expect("config parses");
-    let engine = Engine::start(config).expect("engine starts");
+    let engine = engine_util::start(&config);
     let addr = engine.listeners()[0].1;
     (engine, addr)
 }
@@ -90,16 +96,6 @@ impl Seen {
     pub fn request_line(&self) -> &str {
         self.head.lines().next().unwrap_or("")
     }
-}
-
-/// Values of a header in a head's text.
-pub fn header_values(head: &str, name: &str) -> Vec<String> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim().to_owned())
-        .collect()
 }
 
 /// What an upstream answers to a request.
@@ -398,12 +394,4 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got 
     }
     request.push_str("\r\n");
     client.request(request.as_bytes()).await
-}
-
-/// A port with nothing listening on it.
-pub async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    addr
 }
