@@ -36,7 +36,7 @@ mod settings;
 
 use balance::{PickSet, PICK_ATTEMPTS};
 use outlier::HostOutlier;
-use settings::{host_breaker_config, static_endpoints, validate};
+use settings::{host_breaker_config, static_endpoints};
 
 /// Peak EWMA: time constant of the latency estimates, seconds (Linkerd's default).
 const EWMA_DECAY_SECONDS: f64 = 10.0;
@@ -387,12 +387,7 @@ impl Shared {
         if set.next_return > now {
             return;
         }
-        let mut changed = false;
-        for host in set.all.iter() {
-            changed |= host.outlier.return_if_due(now);
-            host.pool.evict_expired();
-        }
-        if changed {
+        if return_hosts(&set.all, now) {
             self.install(Arc::clone(&set.all));
         }
     }
@@ -408,11 +403,7 @@ impl Shared {
         let now = self.clock.now();
         let _guard = self.rebuild.lock();
         let set = self.current();
-        let mut changed = false;
-        for host in set.all.iter() {
-            changed |= host.outlier.return_if_due(now);
-            host.pool.evict_expired();
-        }
+        let mut changed = return_hosts(&set.all, now);
         if let Some(detection) = &self.outlier {
             for host in outlier::success_rate_outliers(&set.all, detection) {
                 // Re-check each time: every ejection moves the limits.
@@ -430,6 +421,17 @@ impl Shared {
             self.install(Arc::clone(&set.all));
         }
     }
+}
+
+/// Ends every ejection that is due and closes expired idle connections; true when a
+/// host came back (the pick set must be rebuilt).
+fn return_hosts(hosts: &[Arc<Host>], now: Nanos) -> bool {
+    let mut changed = false;
+    for host in hosts {
+        changed |= host.outlier.return_if_due(now);
+        host.pool.evict_expired();
+    }
+    changed
 }
 
 /// A cluster.
@@ -453,7 +455,7 @@ pub struct Cluster {
 impl Cluster {
     /// Builds a cluster with its static endpoints; `path` (`clusters[2]`) for errors.
     pub fn new(config: &config::Cluster, path: &str, clock: Clock) -> Result<Self, ConfigError> {
-        validate(config, path)?;
+        config::validate::cluster_settings(config, path)?;
         let thresholds = &config.circuit_breakers;
         let limits = ConcurrencyLimits::new(
             thresholds.max_connections,
@@ -553,9 +555,9 @@ impl Cluster {
             .iter()
             .find_map(|policy| match policy {
                 HashPolicy::Header(name) => request.header(name).map(|value| xxhash64(value, 0)),
-                HashPolicy::Cookie(name) => {
-                    cookie_value(request, name).map(|value| xxhash64(value, 0))
-                }
+                HashPolicy::Cookie(name) => request
+                    .cookie(name)
+                    .map(|value| xxhash64(value.as_bytes(), 0)),
                 HashPolicy::SourceIp(true) => Some(match client {
                     IpAddr::V4(ip) => xxhash64(&ip.octets(), 0),
                     IpAddr::V6(ip) => xxhash64(&ip.octets(), 0),
@@ -648,24 +650,4 @@ impl Cluster {
             .collect();
         serde_json::Value::Array(hosts)
     }
-}
-
-/// Value of cookie `name` from any Cookie field (RFC 6265 `name=value; ...`).
-fn cookie_value<'a>(request: &'a RequestHead, name: &str) -> Option<&'a [u8]> {
-    let raw = &request.raw;
-    request
-        .fields
-        .iter()
-        .filter(|f| raw[f.name.clone()].eq_ignore_ascii_case(b"cookie"))
-        .flat_map(|f| raw[f.value.clone()].split(|&b| b == b';'))
-        .find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let (key, value) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
-            let value = value
-                .strip_prefix(b"\"")
-                .and_then(|v| v.strip_suffix(b"\""))
-                .unwrap_or(value);
-            (key == name.as_bytes()).then_some(value)
-        })
 }

@@ -16,7 +16,7 @@ use crate::error::ConfigError;
 
 pub(crate) mod validate;
 
-pub(crate) use validate::{compile_regex, is_token};
+pub(crate) use validate::compile_regex;
 
 /// The whole document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

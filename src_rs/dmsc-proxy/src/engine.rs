@@ -9,16 +9,14 @@
 //! (`workers: 1`, a current-thread runtime) or on `workers` threads.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use dmsc_core::clock::Clock;
-use dmsc_core::metrics::text::write_header;
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -27,10 +25,13 @@ use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle as TaskHandle;
 
 use crate::cluster::{Cluster, EndpointSpec};
+use crate::config::validate::parse_address;
 use crate::config::{Config, DownstreamLimits, Protocol};
 use crate::error::ConfigError;
 use crate::route::RouteTable;
-use crate::stats::{render_prometheus, ClusterStats, ListenerStats};
+use crate::stats::{
+    render_prometheus, write_cluster_gauge, write_gauge, ClusterStats, ListenerStats,
+};
 
 /// Backlog of every listening socket.
 const BACKLOG: u32 = 4096;
@@ -317,14 +318,9 @@ pub struct Engine {
     runtime: Mutex<Option<RuntimeThread>>,
 }
 
-/// The address a `listen` string names (`HOST:PORT`, host may be a name such as `localhost`).
+/// The address of a `listen` string (`IP:PORT`, as [`Config::validate`] requires).
 fn resolve(listen: &str, path: &str) -> Result<SocketAddr, ConfigError> {
-    let mut addresses = listen
-        .to_socket_addrs()
-        .map_err(|err| ConfigError::new(path, format!("cannot resolve {listen:?}: {err}")))?;
-    addresses
-        .next()
-        .ok_or_else(|| ConfigError::new(path, format!("{listen:?} resolves to no address")))
+    parse_address(listen).map_err(|message| ConfigError::new(path, message))
 }
 
 /// Binds a listening socket (SO_REUSEADDR, backlog 4096, nonblocking) on `handle`'s reactor.
@@ -571,43 +567,11 @@ fn carried_endpoints(
         .collect()
 }
 
-/// Appends one unlabelled gauge.
-fn write_gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    write_header(out, name, help, "gauge");
-    let _ = writeln!(out, "{name} {value}");
-}
-
-/// Appends a per-cluster gauge family.
-fn write_cluster_gauge(out: &mut String, name: &str, help: &str, values: &[(&str, usize)]) {
-    if values.is_empty() {
-        return;
-    }
-    write_header(out, name, help, "gauge");
-    for (cluster, value) in values {
-        let _ = writeln!(
-            out,
-            "{name}{{cluster=\"{}\"}} {value}",
-            escape_label(cluster)
-        );
-    }
-}
-
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('"', "\\\"")
-}
-
 impl Engine {
     /// Checks `config` as `start` would (ranges, references, routes, clusters, listen
     /// addresses) without binding or starting anything.
     pub fn validate(config: &Config) -> Result<(), ConfigError> {
-        let snapshot = Snapshot::build(config.clone(), 1, None, &HashMap::new())?;
-        for (i, l) in snapshot.config.listeners.iter().enumerate() {
-            resolve(&l.listen, &format!("listeners[{i}].listen"))?;
-        }
-        Ok(())
+        Snapshot::build(config.clone(), 1, None, &HashMap::new()).map(drop)
     }
 
     /// Validates `config`, binds its listeners and starts serving.

@@ -59,6 +59,35 @@ impl RequestView for RequestHead {
     }
 }
 
+/// A request with its method and path read once (for a [`RequestHead`] each read
+/// re-validates the target), the rest read through.
+struct ReadOnce<'r, R: ?Sized> {
+    method: &'r str,
+    path: &'r str,
+    inner: &'r R,
+}
+
+impl<R: RequestView + ?Sized> RequestView for ReadOnce<'_, R> {
+    fn method(&self) -> &str {
+        self.method
+    }
+    fn path(&self) -> &str {
+        self.path
+    }
+    fn host(&self) -> Option<&str> {
+        self.inner.host()
+    }
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.inner.header_values(name)
+    }
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.inner.cookie(name)
+    }
+    fn query_param(&self, name: &str) -> Option<String> {
+        self.inner.query_param(name)
+    }
+}
+
 /// The routes of one HTTP listener, compiled (regexes built, weights summed).
 #[derive(Debug)]
 pub struct RouteTable {
@@ -98,20 +127,38 @@ pub struct Route {
 }
 
 impl Route {
-    /// The origin-form target (path and query) to send upstream after
-    /// `prefix_rewrite`; None: send it unchanged. The matched prefix (compared
-    /// ASCII case-insensitively) is replaced, the rest is kept.
-    pub fn rewrite_target(&self, target: &str) -> Option<String> {
-        let (prefix, replacement) = self.prefix_rewrite.as_ref()?;
-        let head = target.as_bytes().get(..prefix.len())?;
-        if !head.eq_ignore_ascii_case(prefix.as_bytes()) {
-            return None;
-        }
-        let rest = target.get(prefix.len()..)?;
-        let mut out = String::with_capacity(replacement.len() + rest.len());
+    /// Writes into `out` the origin-form target (path and query) to send upstream
+    /// after `prefix_rewrite`; false, with `out` untouched, when this target is sent
+    /// unchanged. The matched prefix (compared ASCII case-insensitively, as an
+    /// `ignore_case` prefix matches it) is replaced by the replacement; where both the
+    /// replacement and the rest bring a `/`, one is dropped.
+    pub fn write_target(&self, target: &str, out: &mut String) -> bool {
+        let Some((prefix, replacement)) = &self.prefix_rewrite else {
+            return false;
+        };
+        let matched = target
+            .as_bytes()
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
+        // Non-ASCII bytes compare exactly, so a match ends on a character boundary.
+        let Some(rest) = target.get(prefix.len()..).filter(|_| matched) else {
+            return false;
+        };
+        let rest = match rest.strip_prefix('/') {
+            Some(tail) if replacement.ends_with('/') => tail,
+            _ => rest,
+        };
+        out.clear();
+        out.reserve(replacement.len() + rest.len());
         out.push_str(replacement);
         out.push_str(rest);
-        Some(out)
+        true
+    }
+
+    /// [`Route::write_target`] into a new string; None: send the target unchanged.
+    pub fn rewrite_target(&self, target: &str) -> Option<String> {
+        let mut out = String::new();
+        self.write_target(target, &mut out).then_some(out)
     }
 }
 
@@ -196,7 +243,12 @@ impl StaticResponse {
     /// Compiles a `direct_response` (or fallback `response`); `path` names it for errors.
     pub fn compile(config: &config::DirectResponse, path: &str) -> Result<Self, ConfigError> {
         config::validate::direct_response(config, path)?;
-        Ok(Self {
+        Ok(Self::build(config))
+    }
+
+    /// Compiles a response already checked.
+    fn build(config: &config::DirectResponse) -> Self {
+        Self {
             status: config.status,
             headers: config
                 .headers
@@ -204,7 +256,7 @@ impl StaticResponse {
                 .map(|(n, v)| (n.to_ascii_lowercase().into_boxed_str(), v.as_bytes().into()))
                 .collect(),
             body: config.body.as_bytes().into(),
-        })
+        }
     }
 }
 
@@ -249,6 +301,11 @@ impl HeaderRewrite {
     /// the section for errors (`...routes[0].request_headers`).
     pub fn compile(config: &config::HeaderRewrite, path: &str) -> Result<Self, ConfigError> {
         config::validate::header_rewrite(config, path)?;
+        Ok(Self::build(config))
+    }
+
+    /// Compiles edits already checked.
+    fn build(config: &config::HeaderRewrite) -> Self {
         let mut remove: Vec<Box<str>> = Vec::with_capacity(config.remove.len() + config.set.len());
         for name in config.remove.iter().chain(config.set.keys()) {
             let lower = name.to_ascii_lowercase();
@@ -262,7 +319,7 @@ impl HeaderRewrite {
             .chain(config.add.iter())
             .map(|(n, v)| (n.to_ascii_lowercase().into_boxed_str(), v.as_bytes().into()))
             .collect();
-        Ok(Self { remove, add })
+        Self { remove, add }
     }
 }
 
@@ -350,9 +407,15 @@ impl RouteTable {
     /// [`RouteTable::select`] for any [`RequestView`].
     pub fn select_view<R: RequestView + ?Sized>(&self, request: &R) -> Option<&Route> {
         let vhost = self.vhosts.get(self.domains.find(request.host())?)?;
+        // Every route tried reads the method and path: derive them once.
+        let request = ReadOnce {
+            method: request.method(),
+            path: request.path(),
+            inner: request,
+        };
         vhost
             .iter()
-            .find(|(m, _)| m.matches(request))
+            .find(|(m, _)| m.matches(&request))
             .map(|(_, r)| r)
     }
 
@@ -370,6 +433,8 @@ fn vhost_name(vh: &config::VirtualHost) -> &str {
     vh.domains.first().map_or("", String::as_str)
 }
 
+/// Compiles one route. The route is checked once, up front, by the same rules
+/// [`config::Config::validate`] applies; the parts are then built without checking again.
 fn compile_route(
     r: &config::Route,
     vhost: &str,
@@ -377,79 +442,46 @@ fn compile_route(
     path: &str,
 ) -> Result<(RouteMatcher, Route), ConfigError> {
     config::validate::route_shape(r, path)?;
-    let matcher = RouteMatcher::compile(&r.matcher, &format!("{path}.match"))?;
+    let matcher = RouteMatcher::build(&r.matcher, &format!("{path}.match"))?;
     let name: Arc<str> = match &r.name {
-        Some(n) if !n.is_empty() => n.as_str().into(),
-        Some(_) => {
-            return Err(ConfigError::new(
-                format!("{path}.name"),
-                "must not be empty",
-            ))
-        }
+        Some(n) => n.as_str().into(),
         None => format!("{vhost}/{index}").into(),
     };
-    let action = match (&r.cluster, r.clusters.is_empty(), &r.direct_response) {
-        (Some(c), true, None) => RouteAction::Forward(WeightedClusters::single(c.as_str().into())),
-        (None, false, None) => {
-            let split: Vec<(Arc<str>, u32)> = r
-                .clusters
-                .iter()
-                .map(|w| (w.name.as_str().into(), w.weight))
-                .collect();
-            let weighted = WeightedClusters::new(&split).ok_or_else(|| {
-                ConfigError::new(format!("{path}.clusters"), "weights must not all be 0")
-            })?;
-            RouteAction::Forward(weighted)
-        }
-        (None, true, Some(dr)) => RouteAction::Respond(StaticResponse::compile(
-            dr,
-            &format!("{path}.direct_response"),
-        )?),
-        _ => {
-            return Err(ConfigError::new(
-                path,
-                "needs exactly one of `cluster`, `clusters` and `direct_response`",
-            ));
-        }
+    // route_shape() allowed exactly one of cluster, clusters and direct_response.
+    let action = if let Some(dr) = &r.direct_response {
+        RouteAction::Respond(StaticResponse::build(dr))
+    } else if let Some(c) = &r.cluster {
+        RouteAction::Forward(WeightedClusters::single(c.as_str().into()))
+    } else {
+        let split: Vec<(Arc<str>, u32)> = r
+            .clusters
+            .iter()
+            .map(|w| (w.name.as_str().into(), w.weight))
+            .collect();
+        let weighted = WeightedClusters::new(&split).ok_or_else(|| {
+            ConfigError::new(format!("{path}.clusters"), "weights must not all be 0")
+        })?;
+        RouteAction::Forward(weighted)
     };
     let mirror = r.mirror.as_ref().map(|m| MirrorPolicy {
         cluster: m.cluster.as_str().into(),
         fraction: m.fraction,
     });
-    let prefix_rewrite = match &r.prefix_rewrite {
-        Some(rewrite) => {
-            let prefix = matcher.prefix().ok_or_else(|| {
-                ConfigError::new(
-                    format!("{path}.prefix_rewrite"),
-                    "needs a `match.path.prefix` to replace",
-                )
-            })?;
-            Some((prefix.into(), rewrite.as_str().into()))
-        }
-        None => None,
-    };
-    let fallback = match &r.fallback {
-        None => None,
-        Some(config::Fallback {
-            cluster: Some(c),
-            response: None,
-        }) => Some(FallbackPolicy::Cluster(c.as_str().into())),
-        Some(config::Fallback {
-            cluster: None,
-            response: Some(dr),
-        }) => Some(FallbackPolicy::Respond(StaticResponse::compile(
-            dr,
-            &format!("{path}.fallback.response"),
-        )?)),
-        Some(_) => {
-            return Err(ConfigError::new(
-                format!("{path}.fallback"),
-                "needs exactly one of `cluster` and `response`",
-            ));
-        }
-    };
-    let retry =
-        RetryPolicy::compile(r.retry.as_ref()).map_err(|e| e.within(&format!("{path}.retry")))?;
+    // route_shape() refused a prefix_rewrite without a path prefix to replace.
+    let prefix_rewrite = r.prefix_rewrite.as_ref().and_then(|rewrite| {
+        let prefix = matcher.prefix()?;
+        Some((prefix.into(), rewrite.as_str().into()))
+    });
+    let fallback = r.fallback.as_ref().and_then(|fb| match fb {
+        config::Fallback {
+            cluster: Some(c), ..
+        } => Some(FallbackPolicy::Cluster(c.as_str().into())),
+        config::Fallback {
+            response: Some(dr), ..
+        } => Some(FallbackPolicy::Respond(StaticResponse::build(dr))),
+        _ => None,
+    });
+    let retry = RetryPolicy::compile(r.retry.as_ref()).map_err(|e| e.within(path))?;
     let rate_limits = r
         .rate_limits
         .iter()
@@ -460,14 +492,8 @@ fn compile_route(
         name,
         action,
         mirror,
-        request_headers: HeaderRewrite::compile(
-            &r.request_headers,
-            &format!("{path}.request_headers"),
-        )?,
-        response_headers: HeaderRewrite::compile(
-            &r.response_headers,
-            &format!("{path}.response_headers"),
-        )?,
+        request_headers: HeaderRewrite::build(&r.request_headers),
+        response_headers: HeaderRewrite::build(&r.response_headers),
         prefix_rewrite,
         host_rewrite: r.host_rewrite.as_deref().map(Box::from),
         fault: r.fault.as_ref().and_then(FaultPolicy::compile),

@@ -528,6 +528,25 @@ fn render_histogram(out: &mut String, name: &str, label: &str, owner: &str, hist
     let _ = writeln!(out, "}} {}", snapshot.count());
 }
 
+/// Appends one unlabelled gauge (`name value`).
+pub fn write_gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    write_header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Appends a gauge family with one sample per cluster (`name{cluster="..."} value`);
+/// nothing at all without clusters.
+pub fn write_cluster_gauge(out: &mut String, name: &str, help: &str, values: &[(&str, usize)]) {
+    if values.is_empty() {
+        return;
+    }
+    write_header(out, name, help, "gauge");
+    for (cluster, value) in values {
+        open_sample(out, name, "", "cluster", cluster);
+        let _ = writeln!(out, "}} {value}");
+    }
+}
+
 /// Appends the Prometheus text exposition of these listeners and clusters to `out`
 /// (`dmsc_listener_*{listener="..."}`, `dmsc_cluster_*{cluster="..."}`).
 pub fn render_prometheus(

@@ -12,7 +12,6 @@ use parking_lot::Mutex;
 
 use super::Host;
 use crate::config::OutlierDetection;
-use crate::error::ConfigError;
 
 const NANOS_PER_MS: u64 = 1_000_000;
 
@@ -225,36 +224,4 @@ pub(super) fn success_rate_outliers(
         .filter(|&(_, rate)| rate < threshold)
         .map(|(h, _)| Arc::clone(h))
         .collect()
-}
-
-/// Checks the ranges of an outlier detection config (paths relative to it).
-pub(super) fn validate(detection: &OutlierDetection) -> Result<(), ConfigError> {
-    if detection.max_ejection_percent > 100 {
-        return Err(ConfigError::new(
-            "max_ejection_percent",
-            format!(
-                "must be a percentage from 0 to 100, got {}",
-                detection.max_ejection_percent
-            ),
-        ));
-    }
-    if detection.interval_ms == 0 {
-        return Err(ConfigError::new("interval_ms", "must be at least 1, got 0"));
-    }
-    if detection.base_ejection_time_ms == 0 {
-        return Err(ConfigError::new(
-            "base_ejection_time_ms",
-            "must be at least 1, got 0",
-        ));
-    }
-    if detection.max_ejection_time_ms < detection.base_ejection_time_ms {
-        return Err(ConfigError::new(
-            "max_ejection_time_ms",
-            format!(
-                "must be at least base_ejection_time_ms ({}), got {}",
-                detection.base_ejection_time_ms, detection.max_ejection_time_ms
-            ),
-        ));
-    }
-    Ok(())
 }

@@ -5,8 +5,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use dmsc_core::breaker::{CircuitBreakerConfig, WindowType};
 use dmsc_core::clock::Nanos;
 
-use super::{outlier, EndpointSpec};
-use crate::config::{self, StaticEndpoint};
+use super::EndpointSpec;
+use crate::config;
 use crate::error::ConfigError;
 
 pub(super) fn host_breaker_config(
@@ -38,39 +38,6 @@ pub(super) fn host_breaker_config(
     Ok(config)
 }
 
-pub(super) fn validate(config: &config::Cluster, path: &str) -> Result<(), ConfigError> {
-    let threshold = config.healthy_panic_threshold;
-    if !(0.0..=100.0).contains(&threshold) {
-        return Err(ConfigError::new(
-            format!("{path}.healthy_panic_threshold"),
-            format!("must be a percentage from 0 to 100, got {threshold}"),
-        ));
-    }
-    let budget = &config.retry_budget;
-    if !(0.0..=100.0).contains(&budget.budget_percent) {
-        return Err(ConfigError::new(
-            format!("{path}.retry_budget.budget_percent"),
-            format!(
-                "must be a percentage from 0 to 100, got {}",
-                budget.budget_percent
-            ),
-        ));
-    }
-    if let Some(bulkhead) = &config.bulkhead {
-        if bulkhead.max_concurrent == 0 {
-            return Err(ConfigError::new(
-                format!("{path}.bulkhead.max_concurrent"),
-                "must be at least 1, got 0",
-            ));
-        }
-    }
-    if let Some(detection) = &config.outlier_detection {
-        outlier::validate(detection)
-            .map_err(|err| err.within(&format!("{path}.outlier_detection")))?;
-    }
-    Ok(())
-}
-
 /// Parses `HOST:PORT`; names are resolved once, when the config is loaded.
 fn parse_address(text: &str) -> Result<SocketAddr, String> {
     if let Ok(address) = text.parse::<SocketAddr>() {
@@ -90,10 +57,7 @@ pub(super) fn static_endpoints(
 ) -> Result<Vec<EndpointSpec>, ConfigError> {
     let mut specs: Vec<EndpointSpec> = Vec::with_capacity(config.endpoints.len());
     for (i, endpoint) in config.endpoints.iter().enumerate() {
-        let (text, weight) = match endpoint {
-            StaticEndpoint::Address(address) => (address.as_str(), 1),
-            StaticEndpoint::Weighted { address, weight } => (address.as_str(), *weight),
-        };
+        let (text, weight) = (endpoint.address(), endpoint.weight());
         let at = format!("{path}.endpoints[{i}]");
         if weight == 0 {
             return Err(ConfigError::new(

@@ -423,7 +423,8 @@ fn valid_target(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
 }
 
-fn route_match(m: &RouteMatch, path: &str) -> Result<(), ConfigError> {
+/// Checks a route's `match` section (shared with route compilation).
+pub(crate) fn route_match(m: &RouteMatch, path: &str) -> Result<(), ConfigError> {
     if let Some(p) = &m.path {
         path_match(p, &format!("{path}.path"))?;
     }
@@ -464,8 +465,8 @@ fn route_match(m: &RouteMatch, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Checks a path condition (shared with route compilation).
-pub(crate) fn path_match(p: &PathMatch, path: &str) -> Result<(), ConfigError> {
+/// Checks a path condition.
+fn path_match(p: &PathMatch, path: &str) -> Result<(), ConfigError> {
     let given = usize::from(p.exact.is_some())
         + usize::from(p.prefix.is_some())
         + usize::from(p.regex.is_some());
@@ -492,8 +493,8 @@ pub(crate) fn path_match(p: &PathMatch, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Checks the condition of a header, cookie or query match (shared with route compilation).
-pub(crate) fn value_match(v: &ValueMatch, path: &str) -> Result<(), ConfigError> {
+/// Checks the condition of a header, cookie or query match.
+fn value_match(v: &ValueMatch, path: &str) -> Result<(), ConfigError> {
     let given = usize::from(v.exact.is_some())
         + usize::from(v.prefix.is_some())
         + usize::from(v.regex.is_some())
@@ -582,7 +583,8 @@ fn fault(f: &Fault, path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn retry(r: &RetryPolicy, path: &str) -> Result<(), ConfigError> {
+/// Checks a retry policy (shared with its compilation).
+pub(crate) fn retry(r: &RetryPolicy, path: &str) -> Result<(), ConfigError> {
     for (i, cond) in r.retry_on.iter().enumerate() {
         if !RETRY_ON.contains(&cond.as_str()) {
             return fail(
@@ -625,7 +627,8 @@ fn backoff(b: &Backoff, path: &str) -> Result<(), ConfigError> {
     )
 }
 
-fn rate_limit(r: &RateLimit, path: &str) -> Result<(), ConfigError> {
+/// Checks a rate limit (shared with the limiter's construction).
+pub(crate) fn rate_limit(r: &RateLimit, path: &str) -> Result<(), ConfigError> {
     check(
         r.requests > 0,
         || format!("{path}.requests"),
@@ -689,6 +692,12 @@ fn cluster(c: &Cluster, path: &str) -> Result<(), ConfigError> {
             "must be at least 1",
         )?;
     }
+    cluster_settings(c, path)
+}
+
+/// Checks everything of a cluster but its static endpoints (shared with cluster
+/// construction, which parses those itself).
+pub(crate) fn cluster_settings(c: &Cluster, path: &str) -> Result<(), ConfigError> {
     for (i, h) in c.hash_policy.iter().enumerate() {
         let hpath = format!("{path}.hash_policy[{i}]");
         match h {

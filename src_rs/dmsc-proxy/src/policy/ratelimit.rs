@@ -131,26 +131,7 @@ impl KeyedRateLimiter {
         path: &str,
         clock: Clock,
     ) -> Result<Self, ConfigError> {
-        let field =
-            |name: &str, message: String| ConfigError::new(format!("{path}.{name}"), message);
-        if config.requests == 0 {
-            return Err(field("requests", "must be at least 1, got 0".into()));
-        }
-        if !(config.per_seconds.is_finite() && config.per_seconds > 0.0) {
-            return Err(field(
-                "per_seconds",
-                format!(
-                    "must be a number of seconds above 0, got {}",
-                    config.per_seconds
-                ),
-            ));
-        }
-        if config.burst == Some(0) {
-            return Err(field("burst", "must be at least 1, got 0".into()));
-        }
-        if config.max_keys == 0 {
-            return Err(field("max_keys", "must be at least 1, got 0".into()));
-        }
+        config::validate::rate_limit(config, path)?;
         let spec = Spec {
             algorithm: config.algorithm,
             requests: config.requests,
@@ -161,11 +142,10 @@ impl KeyedRateLimiter {
         let service = spec.build().map_err(|err| {
             let name = match err.argument {
                 "capacity" if config.burst.is_some() => "burst",
-                "window" => "per_seconds",
-                "refill_per_second" => "per_seconds",
+                "window" | "refill_per_second" => "per_seconds",
                 _ => "requests",
             };
-            field(name, err.reason)
+            ConfigError::new(format!("{path}.{name}"), err.reason)
         })?;
         // Fewer shards than keys would make the per-shard bound exceed max_keys.
         let shard_count = SHARDS.min(config.max_keys);

@@ -82,52 +82,26 @@ impl RetryPolicy {
     pub fn compile(config: Option<&config::RetryPolicy>) -> Result<Self, ConfigError> {
         let default = config::RetryPolicy::default();
         let config = config.unwrap_or(&default);
-        let mut policy = Self {
+        config::validate::retry(config, "retry")?;
+        let on = |condition: &str| config.retry_on.iter().any(|c| c == condition);
+        let backoff = &config.backoff;
+        Ok(Self {
             num_retries: config.num_retries,
             per_try_timeout: (config.per_try_timeout_ms > 0)
                 .then(|| Duration::from_millis(config.per_try_timeout_ms)),
-            backoff: compile_backoff(&config.backoff)?,
-            on_5xx: false,
-            on_gateway_error: false,
-            on_connect_failure: false,
-            on_reset: false,
-            on_status: false,
+            backoff: Backoff {
+                strategy: backoff.strategy,
+                base_us: backoff.base_ms.saturating_mul(1000),
+                max_us: backoff.max_ms.saturating_mul(1000),
+            },
+            on_5xx: on("5xx"),
+            on_gateway_error: on("gateway-error"),
+            on_connect_failure: on("connect-failure"),
+            on_reset: on("reset"),
+            on_status: on("retriable-status-codes"),
             status_codes: config.retriable_status_codes.clone().into_boxed_slice(),
             non_idempotent: config.retry_non_idempotent,
-        };
-        for (i, condition) in config.retry_on.iter().enumerate() {
-            let flag = match condition.trim() {
-                "5xx" => &mut policy.on_5xx,
-                "gateway-error" => &mut policy.on_gateway_error,
-                "connect-failure" => &mut policy.on_connect_failure,
-                "reset" => &mut policy.on_reset,
-                "retriable-status-codes" => &mut policy.on_status,
-                other => {
-                    return Err(ConfigError::new(
-                        format!("retry.retry_on[{i}]"),
-                        format!(
-                            "unknown condition {other:?} (expected 5xx, gateway-error, \
-                             connect-failure, reset or retriable-status-codes)"
-                        ),
-                    ))
-                }
-            };
-            *flag = true;
-        }
-        if let Some(i) = policy
-            .status_codes
-            .iter()
-            .position(|code| !(100..=599).contains(code))
-        {
-            return Err(ConfigError::new(
-                format!("retry.retriable_status_codes[{i}]"),
-                format!(
-                    "must be an HTTP status from 100 to 599, got {}",
-                    policy.status_codes[i]
-                ),
-            ));
-        }
-        Ok(policy)
+        })
     }
 
     /// Whether `outcome` of a try may be retried for a request of this idempotency
@@ -155,23 +129,6 @@ impl RetryPolicy {
             }
         }
     }
-}
-
-fn compile_backoff(backoff: &config::Backoff) -> Result<Backoff, ConfigError> {
-    if backoff.max_ms < backoff.base_ms {
-        return Err(ConfigError::new(
-            "retry.backoff.max_ms",
-            format!(
-                "must be at least base_ms ({}), got {}",
-                backoff.base_ms, backoff.max_ms
-            ),
-        ));
-    }
-    Ok(Backoff {
-        strategy: backoff.strategy,
-        base_us: backoff.base_ms.saturating_mul(1000),
-        max_us: backoff.max_ms.saturating_mul(1000),
-    })
 }
 
 /// Retries in flight may be at most a percentage of requests in flight, with a floor,

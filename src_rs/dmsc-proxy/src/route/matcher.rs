@@ -24,9 +24,9 @@ enum PathMatcher {
 }
 
 impl PathMatcher {
-    fn compile(p: Option<&config::PathMatch>, path: &str) -> Result<Self, ConfigError> {
+    /// Builds a checked condition; `path` names it for errors of the regex.
+    fn build(p: Option<&config::PathMatch>, path: &str) -> Result<Self, ConfigError> {
         let Some(p) = p else { return Ok(Self::Any) };
-        config::validate::path_match(p, path)?;
         Ok(match (&p.exact, &p.prefix, &p.regex) {
             (Some(e), _, _) if p.ignore_case => Self::ExactIgnoreCase(e.as_str().into()),
             (Some(e), _, _) => Self::Exact(e.as_str().into()),
@@ -35,7 +35,7 @@ impl PathMatcher {
             (_, _, Some(re)) => Self::Regex(
                 compile_regex(re).map_err(|m| ConfigError::new(format!("{path}.regex"), m))?,
             ),
-            // path_match() refused a condition with none of the three.
+            // The check refused a condition with none of the three.
             (None, None, None) => Self::Any,
         })
     }
@@ -93,8 +93,8 @@ struct ValueMatcher {
 }
 
 impl ValueMatcher {
-    fn compile(v: &config::ValueMatch, path: &str, lowercase: bool) -> Result<Self, ConfigError> {
-        config::validate::value_match(v, path)?;
+    /// Builds a checked condition; `path` names it for errors of the regex.
+    fn build(v: &config::ValueMatch, path: &str, lowercase: bool) -> Result<Self, ConfigError> {
         let condition = if let Some(e) = &v.exact {
             Condition::Exact(e.as_bytes().into())
         } else if let Some(x) = &v.prefix {
@@ -137,41 +137,19 @@ pub(crate) struct RouteMatcher {
 }
 
 impl RouteMatcher {
-    /// Compiles a `match` section; `path` names it for errors (`...routes[2].match`).
-    pub(crate) fn compile(m: &config::RouteMatch, path: &str) -> Result<Self, ConfigError> {
-        let path_matcher = PathMatcher::compile(m.path.as_ref(), &format!("{path}.path"))?;
-        let mut methods = Vec::with_capacity(m.methods.len());
-        for (i, method) in m.methods.iter().enumerate() {
-            if !config::is_token(method) {
-                return Err(ConfigError::new(
-                    format!("{path}.methods[{i}]"),
-                    "must be an HTTP method (a token)",
-                ));
-            }
-            methods.push(Box::<str>::from(method.as_str()));
-        }
-        let list = |items: &[config::ValueMatch],
-                    kind: &str,
-                    lowercase: bool|
-         -> Result<Box<[ValueMatcher]>, ConfigError> {
+    /// Builds a `match` section checked by [`config::validate::route_match`]; `path`
+    /// names it for errors of its regexes (`...routes[2].match`).
+    pub(crate) fn build(m: &config::RouteMatch, path: &str) -> Result<Self, ConfigError> {
+        let list = |items: &[config::ValueMatch], kind: &str, lowercase: bool| {
             items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| {
-                    let vpath = format!("{path}.{kind}[{i}]");
-                    if v.name.is_empty() || (kind != "query" && !config::is_token(&v.name)) {
-                        return Err(ConfigError::new(
-                            format!("{vpath}.name"),
-                            "must be a valid name",
-                        ));
-                    }
-                    ValueMatcher::compile(v, &vpath, lowercase)
-                })
-                .collect()
+                .map(|(i, v)| ValueMatcher::build(v, &format!("{path}.{kind}[{i}]"), lowercase))
+                .collect::<Result<Box<[ValueMatcher]>, ConfigError>>()
         };
         Ok(Self {
-            path: path_matcher,
-            methods: methods.into(),
+            path: PathMatcher::build(m.path.as_ref(), &format!("{path}.path"))?,
+            methods: m.methods.iter().map(|x| Box::from(x.as_str())).collect(),
             headers: list(&m.headers, "headers", true)?,
             cookies: list(&m.cookies, "cookies", false)?,
             query: list(&m.query, "query", false)?,
@@ -221,23 +199,27 @@ impl RouteMatcher {
 #[cfg(test)]
 mod tests {
     use super::RouteMatcher;
-    use crate::config::RouteMatch;
+    use crate::config::{validate, RouteMatch};
+    use crate::error::ConfigError;
     use crate::route::PlainRequest;
 
     fn req(path: &str) -> PlainRequest {
         PlainRequest::get("example.com", path)
     }
 
-    fn matcher(json: &str) -> RouteMatcher {
+    /// Checks and builds, as route compilation does.
+    fn compile(json: &str) -> Result<RouteMatcher, ConfigError> {
         let m: RouteMatch = serde_json::from_str(json).expect("valid match JSON");
-        RouteMatcher::compile(&m, "match").expect("valid match")
+        validate::route_match(&m, "match")?;
+        RouteMatcher::build(&m, "match")
+    }
+
+    fn matcher(json: &str) -> RouteMatcher {
+        compile(json).expect("valid match")
     }
 
     fn error(json: &str) -> String {
-        let m: RouteMatch = serde_json::from_str(json).expect("valid match JSON");
-        RouteMatcher::compile(&m, "match")
-            .expect_err("invalid match")
-            .to_string()
+        compile(json).expect_err("invalid match").to_string()
     }
 
     #[test]
