@@ -1,5 +1,7 @@
-//! Idle upstream connections of one host, reused across requests (keep-alive).
+//! Upstream connections: opening them with the cluster's accounting, and the
+//! idle ones of one host, reused across requests (keep-alive).
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -8,6 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::cluster::Cluster;
 use crate::config;
+use crate::server::{before, earliest, ms};
 use crate::stats::ClusterStats;
 
 /// Gives back what an open upstream connection holds in its cluster (the
@@ -19,13 +22,13 @@ pub struct ConnAccounting {
 }
 
 impl ConnAccounting {
-    /// Accounting for a connection just opened: `cx_active` was raised and, if
-    /// `holds_slot`, one `max_connections` slot of `cluster` was taken. A weak
-    /// reference, so idle connections never keep a removed cluster alive.
-    pub fn opened(cluster: &Arc<Cluster>, holds_slot: bool) -> Self {
+    /// Accounting for a connection just opened: `cx_active` was raised and one
+    /// `max_connections` slot of `cluster` was taken. A weak reference, so idle
+    /// connections never keep a removed cluster alive.
+    pub fn opened(cluster: &Arc<Cluster>) -> Self {
         Self {
             stats: Some(cluster.stats.clone()),
-            cluster: holds_slot.then(|| Arc::downgrade(cluster)),
+            cluster: Some(Arc::downgrade(cluster)),
         }
     }
 }
@@ -59,6 +62,48 @@ impl UpstreamConn {
             stream,
             requests: 0,
             accounting: ConnAccounting::default(),
+        }
+    }
+}
+
+/// Why an upstream connection could not be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The cluster's connection threshold is reached.
+    Overflow,
+    /// Refused, unreachable or timed out.
+    Failed,
+}
+
+/// Opens a connection to `addr` for `cluster`: takes a `max_connections` slot,
+/// connects within the cluster's connect timeout and `deadline` (whichever ends
+/// first), sets TCP_NODELAY and counts it (`cx_total`, `cx_active`, `cx_connect_fail`).
+pub async fn connect(
+    cluster: &Arc<Cluster>,
+    addr: SocketAddr,
+    deadline: Option<Instant>,
+) -> Result<UpstreamConn, ConnectError> {
+    let limit = cluster.limits.connections();
+    if !limit.try_acquire() {
+        return Err(ConnectError::Overflow);
+    }
+    let timeout = ms(cluster.config.connect_timeout_ms).map(|t| Instant::now() + t);
+    let connected = before(earliest(deadline, timeout), TcpStream::connect(addr)).await;
+    match connected {
+        Some(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            cluster.stats.cx_total.inc();
+            cluster.stats.cx_active.inc();
+            Ok(UpstreamConn {
+                stream,
+                requests: 0,
+                accounting: ConnAccounting::opened(cluster),
+            })
+        }
+        _ => {
+            let _ = limit.release();
+            cluster.stats.cx_connect_fail.inc();
+            Err(ConnectError::Failed)
         }
     }
 }
@@ -137,11 +182,6 @@ impl Pool {
     pub fn clear(&self) {
         let all = std::mem::take(&mut *self.idle.lock());
         drop(all);
-    }
-
-    /// Requests one connection may carry (0: no limit).
-    pub fn max_requests_per_connection(&self) -> u64 {
-        self.max_requests
     }
 }
 

@@ -7,7 +7,6 @@
 //! the start of the next (pipelining); responses to pipelined requests are
 //! written together.
 
-mod dechunk;
 mod forward;
 mod mirror;
 mod relay;
@@ -25,7 +24,7 @@ use tokio::net::TcpStream;
 use crate::config::{DownstreamLimits, RateLimitKey};
 use crate::engine::{Shared, Snapshot};
 use crate::http1::{self, BodyFraming, ChunkedScanner, Head, ParseError, RequestHead, Version};
-use crate::route::{Route, RouteAction};
+use crate::route::{Route, RouteAction, StaticResponse};
 use crate::stats::ListenerStats;
 
 use respond::ConnHeader;
@@ -60,11 +59,13 @@ pub async fn serve_http(
     // The accept loop set TCP_NODELAY and counts the connection (cx_total, cx_active).
     let mut conn = Conn::new(stream, peer);
     let mut snap = shared.snapshot();
-    let Some(stats) = snap.listener(&listener).map(|l| l.stats.clone()) else {
+    let Some(runtime) = snap.listener(&listener) else {
         return;
     };
-    while let Some(runtime) = snap.listener(&listener) {
-        let limits = runtime.limits.clone();
+    let stats = runtime.stats.clone();
+    // Limits for reading the next head: those of the snapshot of the last request.
+    let mut limits = runtime.limits.clone();
+    loop {
         let head = match conn.read_head(&limits, &stats, &shared).await {
             HeadRead::Head(head) => head,
             HeadRead::Closed => break,
@@ -126,6 +127,7 @@ pub async fn serve_http(
         if next == Next::Close || shared.is_draining() {
             break;
         }
+        limits = runtime.limits.clone();
     }
     let _ = conn.flush().await;
     let _ = conn.stream.shutdown().await;
@@ -151,28 +153,67 @@ enum HeadRead {
     IdleTimeout,
 }
 
-/// The request body still to be read from the client.
+/// What is left of a message body (a request's from the client, or a response's
+/// from the upstream), as its framing delimits it.
 #[derive(Debug, Clone)]
-pub(crate) enum ReqBody {
+pub(crate) enum BodyLeft {
     /// Nothing (left).
     Done,
     /// This many bytes.
     Length(u64),
     /// A chunked body being validated.
     Chunked(ChunkedScanner),
+    /// Everything until the peer closes (responses only).
+    Close,
 }
 
-impl ReqBody {
-    fn of(framing: BodyFraming) -> Self {
+impl BodyLeft {
+    pub(crate) fn of(framing: BodyFraming) -> Self {
         match framing {
-            BodyFraming::ContentLength(n) if n > 0 => Self::Length(n),
+            BodyFraming::Empty | BodyFraming::ContentLength(0) => Self::Done,
+            BodyFraming::ContentLength(n) => Self::Length(n),
             BodyFraming::Chunked => Self::Chunked(ChunkedScanner::new(MAX_TRAILER)),
-            _ => Self::Done,
+            BodyFraming::CloseDelimited => Self::Close,
         }
     }
 
     pub(crate) fn is_done(&self) -> bool {
         matches!(self, Self::Done)
+    }
+
+    /// Takes the body bytes at the start of `input`: how many belong to this body
+    /// (what follows is the next message). Becomes `Done` when the body ends.
+    pub(crate) fn take(&mut self, input: &[u8]) -> Result<usize, ParseError> {
+        self.take_chunk_data(input, |_| {})
+    }
+
+    /// Like [`BodyLeft::take`]; a chunked body also hands the data of its chunks
+    /// (without the framing) to `on_data`.
+    pub(crate) fn take_chunk_data(
+        &mut self,
+        input: &[u8],
+        on_data: impl FnMut(&[u8]),
+    ) -> Result<usize, ParseError> {
+        match self {
+            Self::Done => Ok(0),
+            Self::Length(left) => {
+                let n = (*left).min(input.len() as u64);
+                *left -= n;
+                if *left == 0 {
+                    *self = Self::Done;
+                }
+                // `n <= input.len()`.
+                Ok(n as usize)
+            }
+            Self::Chunked(scanner) => {
+                let scan = scanner.scan_data(input, on_data)?;
+                if scan.complete {
+                    *self = Self::Done;
+                }
+                Ok(scan.consumed)
+            }
+            Self::Close => Ok(input.len()),
+        }
     }
 }
 
@@ -296,11 +337,7 @@ impl Conn {
         stats: &ListenerStats,
         shared: &Shared,
     ) -> HeadRead {
-        let parse_limits = http1::Limits {
-            max_start_line: limits.max_request_line_bytes,
-            max_head: limits.max_header_bytes,
-            max_headers: limits.max_headers,
-        };
+        let parse_limits = head_limits(limits);
         self.io_timeout = ms(limits.idle_timeout_ms);
         let header_timeout = ms(limits.header_timeout_ms);
         let mut head_deadline: Option<Instant> = None;
@@ -366,27 +403,9 @@ impl Conn {
 
     /// Consumes the request body bytes already buffered: `(start, end)` of them in
     /// `buf` (valid until the next read).
-    pub(crate) fn take_body(&mut self, body: &mut ReqBody) -> Result<(usize, usize), ParseError> {
+    pub(crate) fn take_body(&mut self, body: &mut BodyLeft) -> Result<(usize, usize), ParseError> {
         let start = self.pos;
-        let avail = self.end - self.pos;
-        let n = match body {
-            ReqBody::Done => 0,
-            ReqBody::Length(left) => {
-                let n = (*left).min(avail as u64) as usize;
-                *left -= n as u64;
-                if *left == 0 {
-                    *body = ReqBody::Done;
-                }
-                n
-            }
-            ReqBody::Chunked(scanner) => {
-                let scan = scanner.scan(&self.buf[self.pos..self.end])?;
-                if scan.complete {
-                    *body = ReqBody::Done;
-                }
-                scan.consumed
-            }
-        };
+        let n = body.take(&self.buf[self.pos..self.end])?;
         self.pos += n;
         Ok((start, start + n))
     }
@@ -395,11 +414,11 @@ impl Conn {
     /// early (returning false) once it is known to be larger.
     pub(crate) async fn buffer_body(
         &mut self,
-        body: &mut ReqBody,
+        body: &mut BodyLeft,
         limit: usize,
     ) -> Result<bool, BodyError> {
         self.body.clear();
-        if let ReqBody::Length(n) = body {
+        if let BodyLeft::Length(n) = body {
             if *n > limit as u64 {
                 return Ok(false);
             }
@@ -421,7 +440,7 @@ impl Conn {
 
     /// Reads and drops the rest of the request body, if small enough: true when the
     /// connection is still in step with the client.
-    async fn discard_body(&mut self, body: &mut ReqBody) -> bool {
+    async fn discard_body(&mut self, body: &mut BodyLeft) -> bool {
         let mut dropped = 0u64;
         loop {
             let Ok((s, e)) = self.take_body(body) else {
@@ -431,7 +450,7 @@ impl Conn {
             if body.is_done() {
                 return true;
             }
-            if dropped > MAX_DISCARD || matches!(body, ReqBody::Length(n) if *n > MAX_DISCARD) {
+            if dropped > MAX_DISCARD || matches!(body, BodyLeft::Length(n) if *n > MAX_DISCARD) {
                 return false;
             }
             if !matches!(self.fill(self.io_timeout).await, Ok(n) if n > 0) {
@@ -463,6 +482,15 @@ pub(crate) async fn before<F: std::future::Future>(
     }
 }
 
+/// The head size limits of a listener, for its requests and the responses to them.
+pub(crate) fn head_limits(limits: &DownstreamLimits) -> http1::Limits {
+    http1::Limits {
+        max_start_line: limits.max_request_line_bytes,
+        max_head: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+    }
+}
+
 /// A millisecond setting where 0 means "none".
 pub(crate) fn ms(value: u64) -> Option<Duration> {
     (value > 0).then(|| Duration::from_millis(value))
@@ -480,7 +508,7 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// Everything known about the request being served.
 pub(crate) struct Request<'s> {
     pub(crate) head: RequestHead,
-    pub(crate) body: ReqBody,
+    pub(crate) body: BodyLeft,
     pub(crate) route: &'s Route,
     pub(crate) snap: &'s Snapshot,
     pub(crate) limits: &'s DownstreamLimits,
@@ -496,16 +524,14 @@ pub(crate) struct Request<'s> {
     pub(crate) client_close: bool,
 }
 
-impl Request<'_> {
-    /// What a response says about the client connection, given `close`.
-    pub(crate) fn conn_header(&self, close: bool) -> ConnHeader {
-        if close {
-            ConnHeader::Close
-        } else if self.head.version == Version::Http10 {
-            ConnHeader::KeepAlive
-        } else {
-            ConnHeader::None
-        }
+/// What a response says about the client connection, given `close`.
+fn conn_header(version: Version, close: bool) -> ConnHeader {
+    if close {
+        ConnHeader::Close
+    } else if version == Version::Http10 {
+        ConnHeader::KeepAlive
+    } else {
+        ConnHeader::None
     }
 }
 
@@ -527,7 +553,7 @@ async fn handle(
     let next = match route {
         None => {
             stats.no_route.inc();
-            let mut body = ReqBody::of(head.framing);
+            let mut body = BodyLeft::of(head.framing);
             local_reply(
                 conn,
                 &head,
@@ -542,7 +568,7 @@ async fn handle(
         }
         Some(route) => {
             let mut request = Request {
-                body: ReqBody::of(head.framing),
+                body: BodyLeft::of(head.framing),
                 head,
                 route,
                 snap,
@@ -568,23 +594,15 @@ async fn handle(
 async fn local_reply(
     conn: &mut Conn,
     head: &RequestHead,
-    body: &mut ReqBody,
+    body: &mut BodyLeft,
     stats: &ListenerStats,
     status: u16,
     reason: &str,
     extra: &[(&str, &[u8])],
     close: bool,
 ) -> Next {
-    let in_step =
-        body.is_done() || (!head.connection.expect_continue && conn.discard_body(body).await);
-    let close = close || !in_step;
-    let conn_header = if close {
-        ConnHeader::Close
-    } else if head.version == Version::Http10 {
-        ConnHeader::KeepAlive
-    } else {
-        ConnHeader::None
-    };
+    let close = close || !skip_body(conn, head, body).await;
+    let conn_header = conn_header(head.version, close);
     respond::local(
         &mut conn.cout,
         status,
@@ -595,6 +613,34 @@ async fn local_reply(
     );
     stats.record_status(status);
     finish_response(conn, close).await
+}
+
+/// Answers with a configured response (a direct response, or a fallback with
+/// `reason` in `x-dmsc-reason`) and the route's response header additions.
+pub(crate) async fn static_reply(
+    conn: &mut Conn,
+    rq: &mut Request<'_>,
+    response: &StaticResponse,
+    reason: &str,
+) -> Next {
+    let close = rq.client_close || !skip_body(conn, &rq.head, &mut rq.body).await;
+    respond::static_response(
+        &mut conn.cout,
+        response,
+        reason,
+        &rq.route.response_headers.add,
+        conn_header(rq.head.version, close),
+        rq.head_only,
+    );
+    rq.stats.record_status(response.status);
+    finish_response(conn, close).await
+}
+
+/// Skips the rest of a request body the proxy answers without forwarding (if
+/// small, and not waiting for `100 Continue`): true when the connection is still
+/// in step with the client.
+async fn skip_body(conn: &mut Conn, head: &RequestHead, body: &mut BodyLeft) -> bool {
+    body.is_done() || (!head.connection.expect_continue && conn.discard_body(body).await)
 }
 
 /// Ends a response: writes it now unless more pipelined requests are waiting
@@ -629,22 +675,28 @@ fn rate_key<'a>(key: &RateLimitKey, head: &'a RequestHead, ip: &'a [u8]) -> Opti
     }
 }
 
-/// Raw bytes of an address, as a rate-limit key.
-pub(crate) fn addr_key(addr: SocketAddr) -> ([u8; 18], usize) {
-    let mut key = [0u8; 18];
-    let port = addr.port().to_be_bytes();
-    match addr.ip() {
+/// Raw bytes of an IP address, as a rate-limit key: `(bytes, length)`.
+fn ip_key(ip: IpAddr) -> ([u8; 16], usize) {
+    let mut key = [0u8; 16];
+    match ip {
         IpAddr::V4(ip) => {
             key[..4].copy_from_slice(&ip.octets());
-            key[4..6].copy_from_slice(&port);
-            (key, 6)
+            (key, 4)
         }
         IpAddr::V6(ip) => {
-            key[..16].copy_from_slice(&ip.octets());
-            key[16..].copy_from_slice(&port);
-            (key, 18)
+            key.copy_from_slice(&ip.octets());
+            (key, 16)
         }
     }
+}
+
+/// Raw bytes of an address (IP, then port), as a rate-limit key: `(bytes, length)`.
+pub(crate) fn addr_key(addr: SocketAddr) -> ([u8; 18], usize) {
+    let (ip, len) = ip_key(addr.ip());
+    let mut key = [0u8; 18];
+    key[..len].copy_from_slice(&ip[..len]);
+    key[len..len + 2].copy_from_slice(&addr.port().to_be_bytes());
+    (key, len + 2)
 }
 
 /// `Retry-After` seconds for a wait, rounded up, at least 1.
@@ -679,52 +731,21 @@ async fn serve_route(conn: &mut Conn, rq: &mut Request<'_>) -> Next {
         }
     }
     // Rate limits keyed by the request.
-    let mut ip_bytes = [0u8; 16];
-    let ip_len = match conn.peer.ip() {
-        IpAddr::V4(ip) => {
-            ip_bytes[..4].copy_from_slice(&ip.octets());
-            4
-        }
-        IpAddr::V6(ip) => {
-            ip_bytes.copy_from_slice(&ip.octets());
-            16
-        }
-    };
-    let ip = &ip_bytes[..ip_len];
-    for limiter in &route.rate_limits {
-        let Some(key) = rate_key(&limiter.key, &rq.head, ip) else {
-            continue;
-        };
-        if let Err(limited) = limiter.check(key) {
-            rq.stats.rate_limited.inc();
-            let (digits, start) = http1::write::u64_digits(retry_after_secs(limited.retry_after));
-            return reply(
-                conn,
-                rq,
-                429,
-                "rate-limit",
-                &[("retry-after", &digits[start..])],
-            )
-            .await;
+    if !route.rate_limits.is_empty() {
+        let (ip_bytes, ip_len) = ip_key(conn.peer.ip());
+        let ip = &ip_bytes[..ip_len];
+        for limiter in &route.rate_limits {
+            let Some(key) = rate_key(&limiter.key, &rq.head, ip) else {
+                continue;
+            };
+            if let Err(limited) = limiter.check(key) {
+                let failure = forward::Failure::RateLimited(limited.retry_after);
+                return forward::fail(conn, rq, failure).await;
+            }
         }
     }
     match &route.action {
-        RouteAction::Respond(response) => {
-            let in_step = rq.body.is_done()
-                || (!rq.head.connection.expect_continue && conn.discard_body(&mut rq.body).await);
-            let close = rq.client_close || !in_step;
-            let header = rq.conn_header(close);
-            respond::static_response(
-                &mut conn.cout,
-                response,
-                "",
-                &route.response_headers.add,
-                header,
-                rq.head_only,
-            );
-            rq.stats.record_status(response.status);
-            finish_response(conn, close).await
-        }
+        RouteAction::Respond(response) => static_reply(conn, rq, response, "").await,
         RouteAction::Forward(clusters) => {
             let name = clusters.pick(fastrand::u64(..));
             forward::forward(conn, rq, name).await

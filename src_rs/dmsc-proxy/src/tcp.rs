@@ -26,10 +26,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::cluster::{Cluster, Outcome};
+use crate::cluster::{Cluster, HostLease, Outcome};
 use crate::config::LbPolicy;
 use crate::engine::Shared;
-use crate::pool::ConnAccounting;
+use crate::pool::{self, ConnectError, UpstreamConn};
 use crate::stats::ListenerStats;
 
 /// Hosts tried for one session before giving up.
@@ -66,9 +66,15 @@ pub async fn serve_tcp(
     };
     // The session holds its cluster, not the whole snapshot: a reload frees the rest.
     drop(snapshot);
-    let Some((upstream, lease, accounting, connect_time)) = connect(&cluster, peer).await else {
+    let Some((upstream, lease, connect_time)) = connect(&cluster, peer).await else {
         return;
     };
+    // The connection's accounting (cx_active, its max_connections slot) ends with the session.
+    let UpstreamConn {
+        stream: upstream,
+        accounting,
+        ..
+    } = upstream;
     cluster.stats.rq_total.inc();
     cluster.stats.rq_active.inc();
     let outcome = match relay(stream, upstream, &stats).await {
@@ -97,47 +103,35 @@ fn session_hash(cluster: &Cluster, peer: SocketAddr) -> Option<u64> {
     }
 }
 
-type Connected = (
-    TcpStream,
-    crate::cluster::HostLease,
-    ConnAccounting,
-    Duration,
-);
-
 /// Connects to a host of `cluster`, moving to another host on failure (up to
-/// [`CONNECT_TRIES`] hosts).
-async fn connect(cluster: &Arc<Cluster>, peer: SocketAddr) -> Option<Connected> {
+/// [`CONNECT_TRIES`] hosts): the connection, its host lease and the connect time.
+async fn connect(
+    cluster: &Arc<Cluster>,
+    peer: SocketAddr,
+) -> Option<(UpstreamConn, HostLease, Duration)> {
     let hash = session_hash(cluster, peer);
-    let timeout = match cluster.config.connect_timeout_ms {
-        0 => DEFAULT_CONNECT_TIMEOUT,
-        ms => Duration::from_millis(ms),
-    };
-    let mut tried: Vec<SocketAddr> = Vec::with_capacity(CONNECT_TRIES);
-    for _ in 0..CONNECT_TRIES {
-        let Ok(lease) = cluster.pick(hash, &tried) else {
+    let mut tried = [peer; CONNECT_TRIES];
+    for n in 0..CONNECT_TRIES {
+        let Ok(lease) = cluster.pick(hash, &tried[..n]) else {
             cluster.stats.no_healthy_host.inc();
             return None;
         };
         let address = lease.host.address;
-        if !cluster.limits.connections().try_acquire() {
-            cluster.stats.rq_pending_overflow.inc();
-            return None;
-        }
-        cluster.stats.cx_total.inc();
-        cluster.stats.cx_active.inc();
-        let accounting = ConnAccounting::opened(cluster, true);
         let started = Instant::now();
-        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-            Ok(Ok(upstream)) => {
-                let _ = upstream.set_nodelay(true);
-                return Some((upstream, lease, accounting, started.elapsed()));
+        // Clusters that set no connect timeout still get one here.
+        let deadline =
+            (cluster.config.connect_timeout_ms == 0).then(|| started + DEFAULT_CONNECT_TIMEOUT);
+        match pool::connect(cluster, address, deadline).await {
+            Ok(upstream) => return Some((upstream, lease, started.elapsed())),
+            Err(ConnectError::Overflow) => {
+                cluster.stats.rq_pending_overflow.inc();
+                return None;
             }
-            Ok(Err(_)) => lease.finish(Outcome::ConnectFailure, started.elapsed()),
-            Err(_) => lease.finish(Outcome::ConnectFailure, started.elapsed()),
+            Err(ConnectError::Failed) => {
+                lease.finish(Outcome::ConnectFailure, started.elapsed());
+            }
         }
-        cluster.stats.cx_connect_fail.inc();
-        drop(accounting);
-        tried.push(address);
+        tried[n] = address;
     }
     None
 }

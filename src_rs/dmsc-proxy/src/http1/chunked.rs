@@ -99,7 +99,17 @@ impl ChunkedScanner {
     /// On success, `consumed` is `input.len()` unless the body ended earlier.
     /// After an error the scanner stays failed.
     pub fn scan(&mut self, input: &[u8]) -> Result<ChunkScan, ParseError> {
-        match self.run(input) {
+        self.scan_data(input, |_| {})
+    }
+
+    /// Like [`ChunkedScanner::scan`], handing the chunk data found (without the
+    /// framing) to `on_data`, in order, as it is found.
+    pub fn scan_data(
+        &mut self,
+        input: &[u8],
+        on_data: impl FnMut(&[u8]),
+    ) -> Result<ChunkScan, ParseError> {
+        match self.run(input, on_data) {
             Ok(consumed) => Ok(ChunkScan {
                 consumed,
                 complete: self.state == State::Done,
@@ -116,7 +126,7 @@ impl ChunkedScanner {
         self.state == State::Done
     }
 
-    fn run(&mut self, input: &[u8]) -> Result<usize, ParseError> {
+    fn run(&mut self, input: &[u8], mut on_data: impl FnMut(&[u8])) -> Result<usize, ParseError> {
         let mut i = 0;
         while i < input.len() {
             match self.state {
@@ -127,7 +137,9 @@ impl ChunkedScanner {
                     let avail = (input.len() - i) as u64;
                     let take = avail.min(self.remaining);
                     // `take <= avail`, which came from a usize.
-                    i += usize::try_from(take).unwrap_or(input.len() - i);
+                    let end = i + usize::try_from(take).unwrap_or(input.len() - i);
+                    on_data(&input[i..end]);
+                    i = end;
                     self.remaining -= take;
                     if self.remaining == 0 {
                         self.state = State::DataCr;
@@ -277,6 +289,26 @@ mod tests {
                 complete: true
             })
         );
+    }
+
+    #[test]
+    fn any_split_gives_the_data() {
+        let body = b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nx-t: 1\r\n\r\nNEXT";
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..500 {
+            let mut s = ChunkedScanner::new(64);
+            let mut data = Vec::new();
+            let mut rest: &[u8] = body;
+            while !s.is_complete() {
+                let n = rng.usize(1..=rest.len());
+                let scan = s
+                    .scan_data(&rest[..n], |d| data.extend_from_slice(d))
+                    .expect("valid");
+                rest = &rest[scan.consumed..];
+            }
+            assert_eq!(data, b"hello0123456789");
+            assert_eq!(rest, b"NEXT");
+        }
     }
 
     #[test]

@@ -10,17 +10,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::relay::relay;
-use super::respond;
 use super::upstream_head::{encode_upstream, TraceIds};
 use super::{
-    addr_key, before, earliest, finish_response, mirror, ms, reply, retry_after_secs, BodyError,
-    Conn, Next, ReqBody, Request, READ_BUF,
+    addr_key, before, earliest, head_limits, mirror, reply, retry_after_secs, static_reply,
+    BodyError, BodyLeft, Conn, Next, Request, READ_BUF,
 };
 use crate::cluster::{Cluster, HostLease, Outcome, PickError};
 use crate::config::RateLimitKey;
 use crate::http1::{self, encode_response_head, BodyFraming, HeadEdits, ResponseHead, Version};
 use crate::policy::{AttemptOutcome, BulkheadRejected, RetryToken};
-use crate::pool::{ConnAccounting, UpstreamConn};
+use crate::pool::{connect, ConnectError, UpstreamConn};
 use crate::route::FallbackPolicy;
 
 /// Request bodies up to this size are copied behind the head into one write.
@@ -151,45 +150,6 @@ impl Drop for ClusterActive<'_> {
     }
 }
 
-/// Why a connection could not be had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnectError {
-    /// The cluster's connection threshold is reached.
-    Overflow,
-    /// Refused, unreachable or timed out.
-    Failed,
-}
-
-/// Opens a connection to `addr` for `cluster` (connect timeout, TCP_NODELAY, stats).
-pub(crate) async fn connect(
-    cluster: &Arc<Cluster>,
-    addr: SocketAddr,
-    deadline: Option<Instant>,
-) -> Result<UpstreamConn, ConnectError> {
-    let limit = cluster.limits.connections();
-    if !limit.try_acquire() {
-        return Err(ConnectError::Overflow);
-    }
-    let timeout = ms(cluster.config.connect_timeout_ms).map(|t| Instant::now() + t);
-    match before(earliest(deadline, timeout), TcpStream::connect(addr)).await {
-        Some(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            cluster.stats.cx_total.inc();
-            cluster.stats.cx_active.inc();
-            Ok(UpstreamConn {
-                stream,
-                requests: 0,
-                accounting: ConnAccounting::opened(cluster, true),
-            })
-        }
-        _ => {
-            let _ = limit.release();
-            cluster.stats.cx_connect_fail.inc();
-            Err(ConnectError::Failed)
-        }
-    }
-}
-
 /// True when no host could be picked only because breakers are open.
 fn circuit_open(cluster: &Cluster, error: PickError) -> bool {
     error == PickError::NoHealthyHost
@@ -228,22 +188,7 @@ pub(crate) async fn forward(conn: &mut Conn, rq: &mut Request<'_>, name: &Arc<st
     cluster.stats.fallback.inc();
     match fallback {
         FallbackPolicy::Respond(response) => {
-            let in_step = rq.body.is_done()
-                || (!rq.head.connection.expect_continue && conn.discard_body(&mut rq.body).await);
-            let close = rq.client_close || !in_step;
-            let header = rq.conn_header(close);
-            let reason = failure.status_reason().1;
-            let extra = &rq.route.response_headers.add;
-            respond::static_response(
-                &mut conn.cout,
-                response,
-                reason,
-                extra,
-                header,
-                rq.head_only,
-            );
-            rq.stats.record_status(response.status);
-            finish_response(conn, close).await
+            static_reply(conn, rq, response, failure.status_reason().1).await
         }
         FallbackPolicy::Cluster(other) => {
             let Some(other) = rq.snap.cluster(other) else {
@@ -545,18 +490,20 @@ async fn attempt(
     let address = lease.host.address;
     let mut redials = 0;
     loop {
-        let mut upstream = lease.host.pool.take();
         // A streamed body cannot be replayed on a fresh connection: check first.
-        if plan == Plan::Stream && upstream.as_mut().is_some_and(|c| !is_open(c)) {
-            upstream = None;
-        }
-        if upstream.is_some() {
-            cluster.stats.cx_reused.inc();
-        }
-        let reused = upstream.is_some();
-        if upstream.is_none() {
-            match connect(cluster, address, deadline).await {
-                Ok(fresh) => upstream = Some(fresh),
+        let pooled = lease
+            .host
+            .pool
+            .take()
+            .filter(|c| plan != Plan::Stream || is_open(c));
+        let reused = pooled.is_some();
+        let mut upstream = match pooled {
+            Some(pooled) => {
+                cluster.stats.cx_reused.inc();
+                pooled
+            }
+            None => match connect(cluster, address, deadline).await {
+                Ok(fresh) => fresh,
                 Err(ConnectError::Overflow) => return Attempt::Overflow,
                 Err(ConnectError::Failed) => {
                     let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
@@ -566,10 +513,7 @@ async fn attempt(
                         TryFail::Connect
                     });
                 }
-            }
-        }
-        let Some(mut upstream) = upstream else {
-            return Attempt::Fail(TryFail::Connect);
+            },
         };
         upstream.requests += 1;
         let result = exchange(conn, rq, &mut upstream, plan, trace, streamed, deadline).await;
@@ -598,7 +542,7 @@ async fn attempt(
 }
 
 /// Whether an idle pooled connection still looks open (no EOF or stray bytes).
-fn is_open(upstream: &mut UpstreamConn) -> bool {
+fn is_open(upstream: &UpstreamConn) -> bool {
     let mut probe = [0u8; 1];
     matches!(upstream.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
@@ -660,29 +604,24 @@ async fn exchange(
     let stream = &mut upstream.stream;
     // Head and small bodies leave in one write.
     let body_now = plan == Plan::Full || (plan == Plan::Stream && !expect_wait);
-    if body_now && conn.body.len() <= COALESCE {
+    let coalesce = body_now && conn.body.len() <= COALESCE;
+    if coalesce {
         conn.uout.extend_from_slice(&conn.body);
-        if !matches!(
-            before(deadline, stream.write_all(&conn.uout)).await,
+    }
+    if !matches!(
+        before(deadline, stream.write_all(&conn.uout)).await,
+        Some(Ok(()))
+    ) {
+        return reset;
+    }
+    if body_now
+        && !coalesce
+        && !matches!(
+            before(deadline, stream.write_all(&conn.body)).await,
             Some(Ok(()))
-        ) {
-            return reset;
-        }
-    } else {
-        if !matches!(
-            before(deadline, stream.write_all(&conn.uout)).await,
-            Some(Ok(()))
-        ) {
-            return reset;
-        }
-        if body_now
-            && !matches!(
-                before(deadline, stream.write_all(&conn.body)).await,
-                Some(Ok(()))
-            )
-        {
-            return reset;
-        }
+        )
+    {
+        return reset;
     }
     let mut body_pending = expect_wait;
     if plan == Plan::Stream && !expect_wait {
@@ -696,11 +635,7 @@ async fn exchange(
     }
     conn.upos = 0;
     conn.uend = 0;
-    let limits = http1::Limits {
-        max_start_line: rq.limits.max_request_line_bytes,
-        max_head: rq.limits.max_header_bytes,
-        max_headers: rq.limits.max_headers,
-    };
+    let limits = head_limits(rq.limits);
     let continue_at = Instant::now() + CONTINUE_WAIT;
     let method = rq.head.method();
     loop {
@@ -805,7 +740,7 @@ async fn exchange(
 /// Forwards the rest of the request body from the client as it arrives.
 async fn stream_body(
     conn: &mut Conn,
-    body: &mut ReqBody,
+    body: &mut BodyLeft,
     stream: &mut TcpStream,
     streamed: &mut bool,
     deadline: Option<Instant>,

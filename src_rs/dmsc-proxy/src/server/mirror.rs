@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::forward::connect;
 use super::upstream_head::{encode_upstream, TraceIds};
-use super::{Conn, Request, MAX_TRAILER};
+use super::{head_limits, BodyLeft, Conn, Request};
 use crate::cluster::{Cluster, Outcome};
-use crate::http1::{self, BodyFraming, ChunkedScanner};
+use crate::http1::{self, BodyFraming};
+use crate::pool::connect;
 
 /// Longest a shadow request may take when the route sets no timeout.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
@@ -31,27 +31,21 @@ pub(crate) fn maybe_mirror(conn: &mut Conn, rq: &Request<'_>, trace: Option<&Tra
     };
     cluster.stats.mirror_total.inc();
     let mut bytes = Vec::with_capacity(rq.head.raw.len() + 256 + conn.body.len());
-    let mut scratch = Vec::new();
-    let mut target = String::new();
     encode_upstream(
         &rq.head,
         rq.route,
         trace,
         &conn.peer_text,
         None,
-        &mut scratch,
-        &mut target,
+        &mut conn.scratch,
+        &mut conn.target,
         &mut bytes,
     );
     bytes.extend_from_slice(&conn.body);
     let cluster = cluster.clone();
     let hash = cluster.hash_key(&rq.head, conn.peer.ip());
     let method: Box<str> = rq.head.method().into();
-    let limits = http1::Limits {
-        max_start_line: rq.limits.max_request_line_bytes,
-        max_head: rq.limits.max_header_bytes,
-        max_headers: rq.limits.max_headers,
-    };
+    let limits = head_limits(rq.limits);
     let timeout = rq.route.timeout.unwrap_or(MIRROR_TIMEOUT);
     tokio::spawn(async move {
         let deadline = Instant::now() + timeout;
@@ -132,42 +126,20 @@ async fn shadow(
     }
     // Read the body to its end and throw it away.
     let mut pos = start;
-    let mut left = match response.framing {
-        BodyFraming::ContentLength(n) => Some(n),
-        BodyFraming::Empty => Some(0),
-        _ => None,
-    };
-    let mut scanner =
-        (response.framing == BodyFraming::Chunked).then(|| ChunkedScanner::new(MAX_TRAILER));
+    let mut body = BodyLeft::of(response.framing);
     let mut clean = true;
     loop {
-        let avail = end - pos;
-        let done = if let Some(n) = &mut left {
-            let take = (*n).min(avail as u64);
-            *n -= take;
-            pos += take as usize;
-            *n == 0
-        } else if let Some(scanner) = &mut scanner {
-            match scanner.scan(&buf[pos..end]) {
-                Ok(scan) => {
-                    pos += scan.consumed;
-                    scan.complete
-                }
-                Err(_) => {
-                    clean = false;
-                    break;
-                }
-            }
-        } else {
-            pos = end;
-            false
+        let Ok(n) = body.take(&buf[pos..end]) else {
+            clean = false;
+            break;
         };
-        if done {
+        pos += n;
+        if body.is_done() {
             break;
         }
         match upstream.stream.read(&mut buf).await {
             Ok(0) => {
-                clean = left.is_none() && scanner.is_none();
+                clean = matches!(body, BodyLeft::Close);
                 break;
             }
             Ok(n) => {

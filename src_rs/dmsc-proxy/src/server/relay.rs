@@ -7,24 +7,13 @@ use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::dechunk::Dechunker;
 use super::forward::{fail, Failure};
-use super::upstream_head::Small;
-use super::{before, finish_response, Conn, Next, Request, FLUSH_AT, MAX_TRAILER};
+use super::upstream_head::Edits;
+use super::{before, finish_response, with_timeout, BodyLeft, Conn, Next, Request, FLUSH_AT};
 use crate::cluster::{Cluster, HostLease, Outcome};
 use crate::http1::write;
-use crate::http1::{
-    encode_response_head, BodyFraming, ChunkedScanner, Head, HeadEdits, ResponseHead, Version,
-};
+use crate::http1::{encode_response_head, BodyFraming, Head, HeadEdits, ResponseHead, Version};
 use crate::pool::UpstreamConn;
-use crate::route::HeaderRewrite;
-
-/// How the upstream delimits the response body.
-enum UpBody {
-    Length(u64),
-    Chunked(ChunkedScanner),
-    Close,
-}
 
 /// The framing a HEAD or 304 response declares (sent on, with no body).
 fn declared_framing(response: &ResponseHead) -> BodyFraming {
@@ -56,7 +45,9 @@ pub(crate) async fn relay(
     body_unsent: bool,
 ) -> Next {
     let status = response.status;
+    // Response header edits (plus, below, keep-alive for HTTP/1.0 clients).
     let route = rq.route;
+    let mut edits = Edits::of(&route.response_headers);
     // An upgrade, or a CONNECT tunnel: from here on bytes just flow both ways.
     let tunnel = rq.head.method() == "CONNECT" && (200..300).contains(&status);
     if status == 101 || tunnel {
@@ -68,103 +59,65 @@ pub(crate) async fn relay(
         lease.finish(Outcome::Status(status), try_started.elapsed());
         cluster.stats.record_response(status, try_started.elapsed());
         rq.stats.record_status(status);
-        return upgrade(conn, response, upstream, &route.response_headers).await;
+        return upgrade(conn, response, upstream, &edits.head_edits(None, None)).await;
     }
     let client_10 = rq.head.version == Version::Http10;
-    let (up_body, client_framing) = match response.framing {
+    let client_framing = match response.framing {
         BodyFraming::Empty => {
             let declared = if rq.head_only || status == 304 {
                 declared_framing(&response)
             } else {
                 BodyFraming::Empty
             };
-            (
-                UpBody::Length(0),
-                if client_10 && declared == BodyFraming::Chunked {
-                    BodyFraming::Empty
-                } else {
-                    declared
-                },
-            )
+            if client_10 && declared == BodyFraming::Chunked {
+                BodyFraming::Empty
+            } else {
+                declared
+            }
         }
-        BodyFraming::ContentLength(n) => (UpBody::Length(n), BodyFraming::ContentLength(n)),
-        BodyFraming::Chunked => (
-            UpBody::Chunked(ChunkedScanner::new(MAX_TRAILER)),
-            if client_10 {
-                BodyFraming::CloseDelimited
-            } else {
-                BodyFraming::Chunked
-            },
-        ),
-        BodyFraming::CloseDelimited => (
-            UpBody::Close,
-            if client_10 {
-                BodyFraming::CloseDelimited
-            } else {
-                BodyFraming::Chunked
-            },
-        ),
+        BodyFraming::ContentLength(n) => BodyFraming::ContentLength(n),
+        // HTTP/1.0 clients cannot take chunks: their bodies end with the connection.
+        BodyFraming::Chunked | BodyFraming::CloseDelimited if client_10 => {
+            BodyFraming::CloseDelimited
+        }
+        BodyFraming::Chunked | BodyFraming::CloseDelimited => BodyFraming::Chunked,
     };
-    let rechunk = matches!(up_body, UpBody::Close) && client_framing == BodyFraming::Chunked;
-    let mut dechunk = (matches!(up_body, UpBody::Chunked(_))
-        && client_framing == BodyFraming::CloseDelimited)
-        .then(Dechunker::default);
-    let close = rq.client_close
-        || client_framing == BodyFraming::CloseDelimited
-        || (body_unsent && !rq.body.is_done())
-        || !rq.body.is_done();
-    // Response header edits, plus keep-alive for HTTP/1.0 clients.
-    let mut remove: Small<&str, 16> = Small::new("");
-    let mut add: Small<(&str, &[u8]), 16> = Small::new(("", b""));
-    for name in &route.response_headers.remove {
-        remove.push(name);
-    }
-    for (name, value) in &route.response_headers.add {
-        add.push((name, value));
-    }
+    let mut up_body = BodyLeft::of(response.framing);
+    let rechunk = matches!(up_body, BodyLeft::Close) && client_framing == BodyFraming::Chunked;
+    let dechunk =
+        matches!(up_body, BodyLeft::Chunked(_)) && client_framing == BodyFraming::CloseDelimited;
+    let close =
+        rq.client_close || client_framing == BodyFraming::CloseDelimited || !rq.body.is_done();
     if client_10 && !close {
-        add.push(("connection", b"keep-alive"));
+        edits.add("connection", b"keep-alive");
     }
-    let edits = HeadEdits {
-        remove: remove.as_slice(),
-        add: add.as_slice(),
-        target: None,
-        host: None,
-    };
+    let edits = edits.head_edits(None, None);
     encode_response_head(&response, &edits, client_framing, close, &mut conn.cout);
     rq.stats.record_status(status);
     // The body.
     let buffer_limit = rq.limits.response_buffer_bytes;
     let flush_at = FLUSH_AT.max(buffer_limit);
-    let mut up_body = up_body;
     let mut complete = false;
     let mut failed = None;
     loop {
-        let avail = conn.uend - conn.upos;
-        let (take, done) = match &mut up_body {
-            UpBody::Length(left) => {
-                let take = (*left).min(avail as u64);
-                *left -= take;
-                (take as usize, *left == 0)
-            }
-            UpBody::Chunked(scanner) => match scanner.scan(&conn.ubuf[conn.upos..conn.uend]) {
-                Ok(scan) => (scan.consumed, scan.complete),
-                Err(_) => {
-                    failed = Some(Outcome::Reset);
-                    break;
-                }
-            },
-            UpBody::Close => (avail, false),
+        let input = &conn.ubuf[conn.upos..conn.uend];
+        let taken = if dechunk {
+            // The chunks' data goes to the client as it is found.
+            up_body.take_chunk_data(input, |data| conn.cout.extend_from_slice(data))
+        } else {
+            up_body.take(input)
         };
-        if take > 0 {
+        let Ok(take) = taken else {
+            failed = Some(Outcome::Reset);
+            break;
+        };
+        if take > 0 && !dechunk {
             let data = &conn.ubuf[conn.upos..conn.upos + take];
             if rechunk {
                 write::push_hex(&mut conn.cout, take as u64);
                 conn.cout.extend_from_slice(b"\r\n");
                 conn.cout.extend_from_slice(data);
                 conn.cout.extend_from_slice(b"\r\n");
-            } else if let Some(dechunk) = &mut dechunk {
-                dechunk.feed(data, &mut conn.cout);
             } else if buffer_limit == 0 && conn.cout.len() + take > flush_at {
                 // Large pieces go out directly, without a copy.
                 if conn.flush().await.is_err() {
@@ -172,7 +125,7 @@ pub(crate) async fn relay(
                     break;
                 }
                 let data = &conn.ubuf[conn.upos..conn.upos + take];
-                match super::with_timeout(conn.io_timeout, conn.stream.write_all(data)).await {
+                match with_timeout(conn.io_timeout, conn.stream.write_all(data)).await {
                     Some(Ok(())) => conn.bytes_out += take as u64,
                     _ => {
                         failed = Some(Outcome::Status(status));
@@ -182,9 +135,9 @@ pub(crate) async fn relay(
             } else {
                 conn.cout.extend_from_slice(data);
             }
-            conn.upos += take;
         }
-        if done {
+        conn.upos += take;
+        if up_body.is_done() {
             complete = true;
             break;
         }
@@ -198,7 +151,7 @@ pub(crate) async fn relay(
         conn.uend = 0;
         match before(rq.deadline, upstream.stream.read(&mut conn.ubuf)).await {
             Some(Ok(0)) => {
-                if matches!(up_body, UpBody::Close) {
+                if matches!(up_body, BodyLeft::Close) {
                     complete = true;
                 } else {
                     failed = Some(Outcome::Reset);
@@ -226,7 +179,7 @@ pub(crate) async fn relay(
             && !body_unsent
             && rq.body.is_done()
             && conn.upos == conn.uend
-            && !matches!(up_body, UpBody::Close);
+            && !matches!(up_body, BodyLeft::Close);
         if reusable {
             lease.host.pool.put(upstream);
         }
@@ -251,17 +204,9 @@ async fn upgrade(
     conn: &mut Conn,
     response: ResponseHead,
     mut upstream: UpstreamConn,
-    rewrite: &HeaderRewrite,
+    edits: &HeadEdits<'_>,
 ) -> Next {
-    let remove: Vec<&str> = rewrite.remove.iter().map(|n| &**n).collect();
-    let add: Vec<(&str, &[u8])> = rewrite.add.iter().map(|(n, v)| (&**n, &**v)).collect();
-    let edits = HeadEdits {
-        remove: &remove,
-        add: &add,
-        target: None,
-        host: None,
-    };
-    encode_response_head(&response, &edits, BodyFraming::Empty, false, &mut conn.cout);
+    encode_response_head(&response, edits, BodyFraming::Empty, false, &mut conn.cout);
     conn.cout
         .extend_from_slice(&conn.ubuf[conn.upos..conn.uend]);
     conn.upos = conn.uend;

@@ -48,7 +48,7 @@ impl TraceIds {
 }
 
 /// A few items on the stack, spilling to the heap past `N`.
-pub(crate) struct Small<T: Copy, const N: usize> {
+struct Small<T: Copy, const N: usize> {
     items: [T; N],
     len: usize,
     spill: Vec<T>,
@@ -82,6 +82,50 @@ impl<T: Copy, const N: usize> Small<T, N> {
     }
 }
 
+/// A route's header rewrite as [`HeadEdits`], plus the proxy's own edits.
+pub(crate) struct Edits<'a> {
+    remove: Small<&'a str, 16>,
+    add: Small<(&'a str, &'a [u8]), 16>,
+}
+
+impl<'a> Edits<'a> {
+    pub(crate) fn of(rewrite: &'a HeaderRewrite) -> Self {
+        let mut edits = Self {
+            remove: Small::new(""),
+            add: Small::new(("", b"")),
+        };
+        for name in &rewrite.remove {
+            edits.remove.push(name);
+        }
+        for (name, value) in &rewrite.add {
+            edits.add.push((name, value));
+        }
+        edits
+    }
+
+    pub(crate) fn remove(&mut self, name: &'a str) {
+        self.remove.push(name);
+    }
+
+    pub(crate) fn add(&mut self, name: &'a str, value: &'a [u8]) {
+        self.add.push((name, value));
+    }
+
+    /// The edits to write a head with (`target` and `host`: requests only).
+    pub(crate) fn head_edits<'b>(
+        &'b self,
+        target: Option<&'b str>,
+        host: Option<&'b str>,
+    ) -> HeadEdits<'b> {
+        HeadEdits {
+            remove: self.remove.as_slice(),
+            add: self.add.as_slice(),
+            target,
+            host,
+        }
+    }
+}
+
 /// Writes the head sent upstream: route edits, path and host rewrites, tracing
 /// headers, and the remaining deadline.
 #[allow(clippy::too_many_arguments)]
@@ -95,19 +139,11 @@ pub(crate) fn encode_upstream(
     target: &mut String,
     out: &mut Vec<u8>,
 ) {
-    let mut remove: Small<&str, 16> = Small::new("");
-    let mut add: Small<(&str, &[u8]), 16> = Small::new(("", b""));
-    let rewrite: &HeaderRewrite = &route.request_headers;
-    for name in &rewrite.remove {
-        remove.push(name);
-    }
-    for (name, value) in &rewrite.add {
-        add.push((name, value));
-    }
+    let mut edits = Edits::of(&route.request_headers);
     let deadline_digits = deadline_ms.map(write::u64_digits);
     if let Some((digits, start)) = &deadline_digits {
-        remove.push(DEADLINE_HEADER);
-        add.push((DEADLINE_HEADER, &digits[*start..]));
+        edits.remove(DEADLINE_HEADER);
+        edits.add(DEADLINE_HEADER, &digits[*start..]);
     }
     if let Some(trace) = trace {
         scratch.clear();
@@ -123,14 +159,14 @@ pub(crate) fn encode_upstream(
             scratch.extend_from_slice(b", ");
         }
         scratch.extend_from_slice(peer_text);
-        remove.push("x-forwarded-for");
-        remove.push("traceparent");
-        add.push(("x-forwarded-for", scratch));
-        add.push(("via", b"1.1 dmsc"));
+        edits.remove("x-forwarded-for");
+        edits.remove("traceparent");
+        edits.add("x-forwarded-for", scratch);
+        edits.add("via", b"1.1 dmsc");
         if let Some(id) = &trace.request_id {
-            add.push(("x-request-id", id));
+            edits.add("x-request-id", id);
         }
-        add.push(("traceparent", &trace.traceparent));
+        edits.add("traceparent", &trace.traceparent);
     }
     let mut new_target = None;
     if let Some((prefix, replacement)) = &route.prefix_rewrite {
@@ -150,11 +186,6 @@ pub(crate) fn encode_upstream(
             new_target = Some(target.as_str());
         }
     }
-    let edits = HeadEdits {
-        remove: remove.as_slice(),
-        add: add.as_slice(),
-        target: new_target,
-        host: route.host_rewrite.as_deref(),
-    };
+    let edits = edits.head_edits(new_target, route.host_rewrite.as_deref());
     encode_request_head(head, &edits, head.framing, out);
 }
