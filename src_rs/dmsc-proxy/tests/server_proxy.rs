@@ -317,6 +317,32 @@ async fn route_header_and_path_rewrites_apply() {
 }
 
 #[tokio::test]
+async fn a_case_insensitive_prefix_is_rewritten_whatever_its_case() {
+    let up = ok_upstream("ok").await;
+    let route = json!({
+        "match": { "path": { "prefix": "/api/", "ignore_case": true } },
+        "prefix_rewrite": "/v2/",
+    });
+    let (_engine, addr) = start(config(&[up.addr], route, json!({})));
+    for path in ["/api/a", "/API/b", "/Api/c"] {
+        assert_eq!(get(addr, path, &[]).await.status, 200, "{path}");
+    }
+    let lines: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|seen| seen.request_line().to_owned())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /v2/a HTTP/1.1",
+            "GET /v2/b HTTP/1.1",
+            "GET /v2/c HTTP/1.1"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_close_delimited_response_is_chunked_for_http11_and_dechunked_for_http10() {
     let up = upstream(Arc::new(|seen| {
         if seen.request_line().starts_with("GET /close") {

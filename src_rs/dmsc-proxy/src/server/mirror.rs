@@ -23,7 +23,7 @@ pub(crate) fn maybe_mirror(conn: &mut Conn, rq: &Request<'_>, trace: Option<&Tra
     let Some(policy) = &rq.route.mirror else {
         return;
     };
-    if policy.fraction <= 0.0 || fastrand::f64() >= policy.fraction {
+    if !policy.sample(fastrand::u64(..)) {
         return;
     }
     let Some(cluster) = rq.snap.cluster(&policy.cluster) else {

@@ -168,24 +168,9 @@ pub(crate) fn encode_upstream(
         }
         edits.add("traceparent", &trace.traceparent);
     }
-    let mut new_target = None;
-    if let Some((prefix, replacement)) = &route.prefix_rewrite {
-        let original = head.target();
-        if original.starts_with('/') && original.starts_with(&**prefix) {
-            target.clear();
-            target.push_str(replacement);
-            let rest = &original[prefix.len()..];
-            if target.ends_with('/') && rest.starts_with('/') {
-                target.push_str(&rest[1..]);
-            } else {
-                if target.is_empty() && !rest.starts_with('/') {
-                    target.push('/');
-                }
-                target.push_str(rest);
-            }
-            new_target = Some(target.as_str());
-        }
-    }
+    let new_target = route
+        .write_target(head.target(), target)
+        .then_some(target.as_str());
     let edits = edits.head_edits(new_target, route.host_rewrite.as_deref());
     encode_request_head(head, &edits, head.framing, out);
 }
