@@ -325,6 +325,13 @@ class EtcdStore(Store):
             if lease:
                 self._revoke_later(lease)
             raise
+        revision = _int(answer["header"], "revision")
+        cached = self._cache.get(registration.id)
+        if cached is None or cached.revision < revision:
+            # Read-your-writes before the watch, as delete does: a store that loses etcd
+            # right after this put still answers with it from its last known state.
+            stored = Registration.from_doc(json.loads(value))
+            self._cache[registration.id] = _Entry(stored, self._owner, lease, revision)
         previous = _int(answer.get("prev_kv", {}), "lease")
         if previous and previous != lease:
             await self._revoke(previous)  # the replaced registration's lease
